@@ -1,0 +1,28 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.11: the venv is made on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the headline experiment on the embedded digits data
+	$(BIN)/gavel run experiment=hiding_vs_ratelimit
+
+test: $(STAMP)  ## every test, slow ones included (CI runs this)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## skip the slow end-to-end tests
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)  ## printed ratios and wall times, never asserted
+	$(BIN)/python bench/oracle_overhead.py
+	$(BIN)/python bench/demo_walltime.py
+
+clean:
+	rm -rf .gavel_cache outputs multirun mlflow.db mlruns .pytest_cache

@@ -1,0 +1,123 @@
+"""ART estimators over gavel's handles: the judge's open weights, a surrogate, or the Oracle.
+
+`OracleClassifier` is how ART's query attacks reach a hidden judge: every `predict` goes through a
+`QuerySession`, so no ART call can evaluate the judge uncounted, and its gradient methods raise
+`AccessDenied` unless the judge's weights are open.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from art.estimators.classification import BlackBoxClassifierNeuralNetwork, PyTorchClassifier
+from torch import nn
+
+from targets.oracle import BudgetExhausted, Oracle
+
+
+def pytorch_estimator(model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> PyTorchClassifier:
+    """An ART classifier over a model the attacker holds (open judge weights, or its own surrogate)."""
+    device = next(model.parameters()).device
+    return PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=n_classes,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+
+
+def white_box_estimator(oracle: Oracle) -> PyTorchClassifier:
+    """The judge as an ART classifier; raises `AccessDenied` when its weights are hidden."""
+    return pytorch_estimator(oracle.open_weights(), oracle.input_shape, oracle.n_classes)
+
+
+class OracleClassifier(BlackBoxClassifierNeuralNetwork):
+    """A black-box ART classifier whose predictions are the Oracle's answers for one example's session."""
+
+    def __init__(self, session: "QuerySession") -> None:
+        oracle = session.oracle
+        super().__init__(
+            predict_fn=session.predict,
+            input_shape=oracle.input_shape,
+            nb_classes=oracle.n_classes,
+            clip_values=(0.0, 1.0),
+        )
+        self._oracle = oracle
+
+    def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
+        return white_box_estimator(self._oracle).loss_gradient(x, y, **kwargs)
+
+    def class_gradient(self, x: np.ndarray, label=None, **kwargs) -> np.ndarray:
+        return white_box_estimator(self._oracle).class_gradient(x, label=label, **kwargs)
+
+
+class AttackerDone(Exception):
+    """Raised into the attack library to stop it: the attacker has seen the judge fooled within eps."""
+
+
+class QuerySession:
+    """What the attacker of one example knows: the answers it bought, and whether one of them fooled the judge.
+
+    Repeated inputs are answered from the attacker's own record instead of being bought again (ART's Square
+    re-asks for inputs it has already queried; a real attacker would not pay twice). Each answered row is
+    checked against the attacker's goal: a label other than the true one, within eps of the original.
+    """
+
+    def __init__(self, oracle: Oracle, example: int, x0: np.ndarray, y0: int, eps: float, reuse_answers: bool) -> None:
+        self.oracle = oracle
+        self.example = example
+        self.x0 = x0
+        self.y0 = int(y0)
+        self.eps = eps
+        self.reuse_answers = reuse_answers
+        self.known: dict[bytes, np.ndarray] = {}
+        self.success: np.ndarray | None = None
+        self.queries_to_success = -1
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Answers as ART expects them: one row of scores (or a one-hot label) per input."""
+        x = np.asarray(x, dtype=np.float32)
+        keys = [row.tobytes() for row in x]
+        to_buy: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in to_buy and not (self.reuse_answers and key in self.known):
+                to_buy[key] = i
+        rows = list(to_buy.values())
+        spent_before = self.oracle.queries(self.example)
+        try:
+            answers = self.oracle.query(x[rows], example=self.example)
+        except BudgetExhausted as refused:
+            self._record(x, rows[: len(refused.answered)], keys, refused.answered, spent_before)
+            raise
+        self._record(x, rows, keys, answers, spent_before)
+        if self.success is not None:
+            raise AttackerDone
+        return np.stack([self.known[key] for key in keys])
+
+    def _record(self, x, rows, keys, answers, spent_before) -> None:
+        scores = self._as_scores(answers)
+        for position, (row, score) in enumerate(zip(rows, scores)):
+            self.known[keys[row]] = score
+            fooled = int(score.argmax()) != self.y0
+            within = float(np.abs(x[row] - self.x0).max()) <= self.eps + 1e-6
+            if fooled and within and self.success is None:
+                self.success = x[row].copy()
+                self.queries_to_success = spent_before + position + 1
+
+    def _as_scores(self, answers: np.ndarray) -> np.ndarray:
+        if answers.ndim == 1:  # labels only: ART reads a one-hot row as the predicted class
+            one_hot = np.zeros((len(answers), self.oracle.n_classes), dtype=np.float32)
+            one_hot[np.arange(len(answers)), answers] = 1.0
+            return one_hot
+        return answers.astype(np.float32)
+
+
+def seed_global_rngs(*seed: int) -> None:
+    """ART's attacks draw from numpy's global generator (and Python's, for L2 Square)."""
+    value = int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+    np.random.seed(value)
+    random.seed(value)
+    torch.manual_seed(value)

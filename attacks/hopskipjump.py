@@ -1,0 +1,67 @@
+"""HopSkipJump (Chen et al., 2020), decision-based, from ART."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
+
+from attacks.query_attack import QueryAttack
+
+
+class HopSkipJump(QueryAttack):
+    threat_model = "decision_based"
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        max_iter: int = 50,
+        max_eval: int = 1000,
+        init_eval: int = 100,
+        init_size: int = 100,
+        seed: int = 0,
+        reuse_answers: bool = True,
+    ) -> None:
+        super().__init__(eps=eps, seed=seed, reuse_answers=reuse_answers)
+        self.max_iter = max_iter
+        self.max_eval = max_eval
+        self.init_eval = init_eval
+        self.init_size = init_size
+
+    def art_attack(self, estimator, budget):
+        # HopSkipJump minimises the perturbation with no eps of its own: it runs until max_iter or the
+        # budget stops it, and succeeds once any input it queries lies within eps and fools the judge.
+        return _SeededHopSkipJump(
+            estimator,
+            norm=np.inf,
+            max_iter=self.max_iter,
+            max_eval=self.max_eval,
+            init_eval=self.init_eval,
+            init_size=self.init_size,
+            verbose=False,
+        )
+
+
+class _SeededHopSkipJump(ArtHopSkipJump):
+    """ART draws the initial noise from `np.random.RandomState()` with no seed, so no two runs agree;
+    here that generator is seeded from numpy's global one, which the attack seeds per example."""
+
+    def _init_sample(self, *args, **kwargs):
+        with _unseeded_random_states_drawn_from_global_rng():
+            return super()._init_sample(*args, **kwargs)
+
+
+class _GlobalSeededRandomState(np.random.RandomState):
+    def __init__(self, seed=None) -> None:
+        super().__init__(np.random.randint(2**31) if seed is None else seed)
+
+
+@contextmanager
+def _unseeded_random_states_drawn_from_global_rng():
+    original = np.random.RandomState
+    np.random.RandomState = _GlobalSeededRandomState
+    try:
+        yield
+    finally:
+        np.random.RandomState = original

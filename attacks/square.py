@@ -1,0 +1,26 @@
+"""Square attack (Andriushchenko et al., 2020), score-based, from ART."""
+from __future__ import annotations
+
+import numpy as np
+from art.attacks.evasion import SquareAttack
+
+from attacks.query_attack import QueryAttack
+
+
+class Square(QueryAttack):
+    threat_model = "score_based"
+
+    def __init__(
+        self, *, eps: float, max_iter: int = 1000, p_init: float = 0.8, seed: int = 0, reuse_answers: bool = True
+    ) -> None:
+        super().__init__(eps=eps, seed=seed, reuse_answers=reuse_answers)
+        self.max_iter = max_iter
+        self.p_init = p_init
+
+    def art_attack(self, estimator, budget):
+        # Square's square-size schedule is a fraction of max_iter: an attacker who knows its budget
+        # plans for it (about one query per iteration once repeated inputs are not bought twice).
+        max_iter = self.max_iter if budget is None else min(self.max_iter, budget)
+        return SquareAttack(
+            estimator, norm=np.inf, eps=self.eps, max_iter=max_iter, p_init=self.p_init, nb_restarts=1, verbose=False
+        )

@@ -1,0 +1,64 @@
+"""Oracle overhead: time for N queries through the Oracle / the same batches through the bare model.
+
+Printed, never asserted. Aim: at most 1.10 at batch 256.
+    python bench/oracle_overhead.py [--batches 200] [--batch-size 256]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from experiments.config import compose_config
+from targets.datasets import load_dataset
+from targets.oracle import AccessPolicy, Oracle
+from targets.training import ModelSpec, get_or_train
+
+
+def bare(model, batches):
+    with torch.no_grad():
+        for x in batches:
+            model(torch.from_numpy(x)).numpy()
+
+
+def through_oracle(oracle, batches):
+    for i, x in enumerate(batches):
+        oracle.query(x, example=i)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    cfg = compose_config([])
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config("judge", cfg.target, cfg.seed, data.judge, data.input_shape, data.n_classes)
+    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+    rng = np.random.default_rng(0)
+    batches = [rng.random((args.batch_size, *data.input_shape), dtype=np.float32) for _ in range(args.batches)]
+    bare(judge, batches[:5])  # warm-up
+
+    print(f"Oracle overhead, {args.batches} queries of batch {args.batch_size}, digits CNN judge, "
+          f"{torch.get_num_threads()} torch threads (median of {args.rounds} rounds)")
+    for output in ("logits", "probabilities", "label"):
+        ratios = []
+        for _ in range(args.rounds):
+            oracle = Oracle(judge, AccessPolicy("hidden", output, None), input_shape=data.input_shape,
+                            n_classes=data.n_classes, batch_size=args.batch_size)
+            t0 = time.perf_counter()
+            bare(judge, batches)
+            t1 = time.perf_counter()
+            through_oracle(oracle, batches)
+            t2 = time.perf_counter()
+            ratios.append((t2 - t1) / (t1 - t0))
+        print(f"  output={output:<13} oracle/bare = {statistics.median(ratios):.3f}  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

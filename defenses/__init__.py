@@ -1,0 +1,1 @@
+"""Defenses: base.py holds the contract, one module per defense."""

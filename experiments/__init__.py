@@ -1,0 +1,1 @@
+"""Experiments: the `gavel` CLI, the runner, MLflow tracking and metrics."""

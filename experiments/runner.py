@@ -1,0 +1,110 @@
+"""config -> judge (cached) -> surrogate (cached) -> clean accuracy -> attack the examples the judge gets right
+-> re-check every adversarial input on the judge -> metrics -> MLflow."""
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from attacks.base import Attack
+from experiments import tracking
+from experiments.figures import adversarial_grid
+from experiments.metrics import Evaluation, evaluate, per_example_csv
+from experiments.validation import constructor_kwargs, validate
+from targets.datasets import Dataset, load_dataset
+from targets.oracle import AccessPolicy, Oracle
+from targets.training import CachedModel, ModelSpec, get_or_train, predict_labels
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def build(node: DictConfig, **extra):
+    """The object a config-group node describes (`_target_` plus its keyword arguments)."""
+    return get_class(node._target_)(**constructor_kwargs(node), **extra)
+
+
+def train_cached(role: str, cfg: DictConfig, data: Dataset, device: str) -> CachedModel:
+    """The judge trains on the judge's pool; the surrogate on the attacker's own pool, with its own seed."""
+    pool = data.judge if role == "target" else data.attacker
+    seed = cfg.seed if role == "target" else cfg.seed + 1
+    spec = ModelSpec.from_config(
+        "judge" if role == "target" else "surrogate", cfg[role], seed, pool, data.input_shape, data.n_classes
+    )
+    cached = get_or_train(spec, pool, cfg.cache_dir, device)
+    prefix = "judge" if role == "target" else "surrogate"
+    mlflow.set_tags({f"{prefix}_key": cached.key, f"{prefix}_cache": "hit" if cached.cache_hit else "miss"})
+    return cached
+
+
+def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
+    """One experiment, one MLflow run. Returns the run's metrics."""
+    validate(cfg)
+    attack: Attack = build(cfg.attack, seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
+    with tracking.mlflow_run(cfg, attack.threat_model, sweep_id):
+        judge = build(cfg.defense).apply(train_cached("target", cfg, data, device).model)
+        surrogate = train_cached("surrogate", cfg, data, device).model if attack.needs_surrogate else None
+        oracle = Oracle(
+            judge,
+            AccessPolicy.from_config(cfg.access),
+            input_shape=data.input_shape,
+            n_classes=data.n_classes,
+            batch_size=cfg.oracle_batch_size,
+            device=device,
+        )
+        n = min(cfg.n_examples, len(data.eval))
+        x, y = data.eval.x[:n], data.eval.y[:n]
+        initial = predict_labels(judge, x, device=device)
+        correct = initial == y
+        if not correct.any():
+            raise RuntimeError(f"the judge gets none of the {n} evaluation examples right: nothing to attack")
+
+        result = attack.run(oracle, x[correct], y[correct], surrogate=surrogate)
+        if int(result.queries.sum()) != oracle.queries_total:
+            raise RuntimeError(
+                f"accounting mismatch: the attack reports {int(result.queries.sum())} queries, "
+                f"the Oracle's ledger {oracle.queries_total}"
+            )
+        evaluation = evaluate(
+            index=np.arange(n),
+            y=y,
+            initial=initial,
+            final_attacked=predict_labels(judge, result.x_adv, device=device),
+            x_attacked=x[correct],
+            result=result,
+            eps=cfg.attack.eps,
+            threat_model=attack.threat_model,
+        )
+        tracking.log_evaluation(evaluation, per_example_csv(evaluation.per_example), _grid(evaluation, x, result))
+    _report(cfg, attack, evaluation)
+    return evaluation.metrics
+
+
+def _grid(evaluation: Evaluation, x: np.ndarray, result):
+    attacked = evaluation.per_example["attacked"]
+    pe = evaluation.per_example
+    return adversarial_grid(
+        x[attacked], result.x_adv, pe["label"][attacked], pe["initial_prediction"][attacked],
+        pe["final_prediction"][attacked], pe["success"][attacked],
+    )
+
+
+def _report(cfg: DictConfig, attack: Attack, evaluation: Evaluation) -> None:
+    m = evaluation.metrics
+    log.info(
+        "%s: clean accuracy %.3f, attack success rate %.3f over %d attacked, robust accuracy %.3f, "
+        "median queries %g, budget exhausted %.2f",
+        tracking.run_name(attack.threat_model, cfg), m["clean_accuracy"], m["attack_success_rate"],
+        int(m["n_attacked"]), m["robust_accuracy"], m["queries_median"], m["budget_exhausted_fraction"],
+    )

@@ -1,0 +1,45 @@
+"""Tests compose the real Hydra config and shrink it; MLflow and the model cache live in a temp folder."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from hydra.utils import get_class
+
+from experiments.config import compose_config
+
+# The access each threat model is run under in the smoke tests, with budgets small enough to be quick.
+ACCESS_FOR = {
+    "white_box": ["access=open"],
+    "transfer": ["access=hidden_label"],
+    "score_based": ["access=hidden_probabilities", "access.budget=30"],
+    "decision_based": ["access=hidden_label", "access.budget=40"],
+}
+TINY = ["n_examples=8"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_stores(tmp_path_factory):
+    """One MLflow store and one model cache for the whole session: each judge is trained once."""
+    root = tmp_path_factory.mktemp("stores")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GAVEL_CACHE_DIR")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["GAVEL_CACHE_DIR"] = str(root / "cache")
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def threat_model_of(attack: str) -> str:
+    return get_class(compose_config([f"attack={attack}"]).attack._target_).threat_model
+
+
+def tiny_config(attack: str, *overrides: str):
+    """The real config for `attack`, under an access policy its threat model allows, shrunk for speed."""
+    small = ["attack.max_iter=3"]
+    if attack == "hopskipjump":
+        small += ["attack.init_eval=10", "attack.max_eval=20"]
+    return compose_config([f"attack={attack}", *ACCESS_FOR[threat_model_of(attack)], *TINY, *small, *overrides])

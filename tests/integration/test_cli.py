@@ -1,0 +1,69 @@
+"""`gavel run` as a user types it: a sweep, and the headline preset, each checked against MLflow."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+GAVEL = str(Path(sys.executable).with_name("gavel"))
+
+
+def gavel(tmp_path, *args, timeout=600):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = subprocess.run(
+        [GAVEL, "run", *args, f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return done
+
+
+@pytest.fixture(autouse=True)
+def restore_tracking_uri():
+    yield
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def runs(experiment: str):
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+@pytest.mark.slow
+def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
+    done = gavel(tmp_path, "--multirun", "attack=square", "access=hidden_probabilities",
+                 "access.budget=5,20", "n_examples=6", "experiment_name=sweep")
+    found = runs("sweep")
+    assert sorted(r.data.params["access.budget"] for r in found) == ["20", "5"]
+    assert len({r.data.tags["sweep_id"] for r in found}) == 1
+    assert all(r.info.status == "FINISHED" for r in found)
+    assert "score_based" in done.stdout and "MLflow: 2 runs in experiment 'sweep'" in done.stdout
+    assert (tmp_path / "multirun" / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_path):
+    done = gavel(tmp_path, "experiment=hiding_vs_ratelimit", "n_examples=10", "attack.max_iter=3")
+    found = runs("hiding_vs_ratelimit")
+    rows = sorted(
+        (r.data.tags["threat_model"], r.data.tags["access.output"], r.data.params["access.budget"]) for r in found
+    )
+    assert rows == sorted(
+        [("white_box", "logits", "null"), ("transfer", "label", "null")]
+        + [("score_based", "probabilities", b) for b in ("10", "100", "1000")]
+        + [("decision_based", "label", b) for b in ("10", "100", "1000")]
+    )
+    examples = set()
+    for run in found:
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["queries_median"] <= {"null": 1, "10": 10, "100": 100, "1000": 1000}[
+            run.data.params["access.budget"]]
+        table = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()
+        examples.add(tuple(line.split(",")[1] for line in table))  # the labels column, row by row
+    assert len(examples) == 1
+    table_lines = [line for line in done.stdout.splitlines() if line.startswith(("white_box", "transfer", "score", "decision"))]
+    assert len(table_lines) == 8

@@ -1,0 +1,98 @@
+"""The runner end to end, in process: every attack yaml, MLflow keys, FAILED on error, determinism, cache."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+from conftest import threat_model_of, tiny_config
+from mlflow.tracking import MlflowClient
+
+from experiments import runner
+from experiments.config import group_options
+from experiments.metrics import QUERY_THREAT_MODELS
+
+METRIC_KEYS = {
+    "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_total", "queries_mean", "queries_median",
+    "perturbation_linf_mean", "budget_exhausted_fraction",
+}
+TAG_KEYS = {"threat_model", "attack", "judge", "dataset", "access.output", "git_sha"}
+
+
+def last_run():
+    return MlflowClient().get_run(mlflow.last_active_run().info.run_id)
+
+
+@pytest.mark.parametrize("attack", group_options("attack"))
+def test_every_attack_yaml_runs_through_the_real_runner(attack):
+    cfg = tiny_config(attack)
+    metrics = runner.run(cfg)
+    assert 0.0 <= metrics["attack_success_rate"] <= 1.0
+    assert metrics["robust_accuracy"] <= metrics["clean_accuracy"]
+    assert metrics["n_attacked"] > 0
+    run = last_run()
+    assert run.info.status == "FINISHED"
+    assert METRIC_KEYS <= set(run.data.metrics)
+    assert run.data.tags["attack"] == attack == cfg.attack.name
+    has_curve = "attack_success_rate_at_queries" in run.data.metrics
+    assert has_curve == (threat_model_of(attack) in QUERY_THREAT_MODELS)
+
+
+def test_run_logs_the_conventional_names_params_tags_and_artifacts():
+    cfg = tiny_config("square", "experiment_name=conventions")
+    runner.run(cfg)
+    run = last_run()
+    client = MlflowClient()
+    assert client.get_experiment(run.info.experiment_id).name == "conventions"
+    assert run.info.run_name == "score_based-square-cnn-b30-s0"
+    assert TAG_KEYS <= set(run.data.tags)
+    assert run.data.tags["threat_model"] == "score_based" and run.data.tags["access.output"] == "probabilities"
+    assert run.data.tags["dataset"] == "digits" and run.data.tags["judge"] == "cnn"
+    params = run.data.params
+    assert params["access.budget"] == "30" and params["attack.eps"] == "0.1" and params["target.arch.name"] == "cnn"
+    assert params["data.split.eval"] == "0.2"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "per_example.csv", "adversarial_grid.png"} <= artifacts
+    curve = client.get_metric_history(run.info.run_id, "attack_success_rate_at_queries")
+    steps = [m.step for m in curve]
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] <= 30
+    assert curve[-1].value <= run.data.metrics["attack_success_rate"]
+    per_example = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()
+    assert len(per_example) == 1 + cfg.n_examples
+    rows = [dict(zip(per_example[0].split(","), line.split(","))) for line in per_example[1:]]
+    assert sum(int(r["queries"]) for r in rows) == run.data.metrics["queries_total"]
+
+
+def test_a_run_that_fails_ends_failed(monkeypatch):
+    from attacks.square import Square
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("attack blew up")
+
+    monkeypatch.setattr(Square, "run", broken)
+    with pytest.raises(RuntimeError, match="attack blew up"):
+        runner.run(tiny_config("square"))
+    assert last_run().info.status == "FAILED"
+
+
+@pytest.mark.parametrize("attack", ["square", "hopskipjump", "transfer_pgd"])
+def test_same_seed_gives_the_same_metrics(attack):
+    first = runner.run(tiny_config(attack))
+    second = runner.run(tiny_config(attack))
+    assert first == pytest.approx(second, nan_ok=True)
+
+
+def test_second_run_loads_the_judge_from_cache_and_says_so():
+    runner.run(tiny_config("pgd", "seed=7"))
+    assert last_run().data.tags["judge_cache"] == "miss"
+    runner.run(tiny_config("pgd", "seed=7"))
+    assert last_run().data.tags["judge_cache"] == "hit"
+
+
+def test_the_judge_is_attacked_only_where_it_is_right():
+    runner.run(tiny_config("pgd", "n_examples=40"))
+    run = last_run()
+    lines = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()[1:]
+    for line in lines:
+        index, label, initial, final, attacked, success, queries, linf = line.split(",")
+        assert attacked == ("1" if label == initial else "0")
+        if attacked == "0":
+            assert success == "0" and final == initial and float(linf) == 0

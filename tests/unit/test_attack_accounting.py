@@ -1,0 +1,130 @@
+"""Every attack that queries the judge does so through the Oracle, within budget, and is counted exactly."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from art.attacks.evasion import FastGradientMethod
+from art.exceptions import EstimatorError
+
+from attacks.art_adapter import OracleClassifier, QuerySession
+from attacks.hopskipjump import HopSkipJump
+from attacks.pgd import PGD
+from attacks.square import Square
+from attacks.transfer_pgd import TransferPGD
+from experiments.config import compose_config
+from targets.datasets import load_dataset
+from targets.oracle import AccessDenied, AccessPolicy, Oracle
+from targets.training import ModelSpec, get_or_train, predict_labels
+
+QUERY_ATTACKS = {
+    "square": (lambda: Square(eps=0.1, max_iter=200), "probabilities"),
+    "square_logits_no_reuse": (lambda: Square(eps=0.1, max_iter=60, reuse_answers=False), "logits"),
+    "hopskipjump": (lambda: HopSkipJump(eps=0.1, init_eval=10, max_eval=40), "label"),
+    "hopskipjump_no_reuse": (lambda: HopSkipJump(eps=0.1, init_eval=10, max_eval=40, reuse_answers=False), "label"),
+}
+
+
+@pytest.fixture(scope="module")
+def judge_and_data():
+    cfg = compose_config([])
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
+    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+    x, y = data.eval.x[:40], data.eval.y[:40]
+    correct = predict_labels(judge, x) == y
+    return judge, data, x[correct][:10], y[correct][:10]
+
+
+class RowCounter:
+    """Counts every row the judge's forward evaluates."""
+
+    def __init__(self, model) -> None:
+        self.rows = 0
+        self.handle = model.register_forward_hook(self.hook)
+
+    def hook(self, module, inputs, output) -> None:
+        self.rows += inputs[0].shape[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def oracle_for(judge, data, output: str, budget, weights="hidden") -> Oracle:
+    return Oracle(
+        judge, AccessPolicy(weights, output, budget), input_shape=data.input_shape, n_classes=data.n_classes
+    )
+
+
+@pytest.mark.parametrize("name", sorted(QUERY_ATTACKS))
+@pytest.mark.parametrize("budget", [1, 7, 50])
+def test_query_attacks_never_exceed_the_budget_and_counts_are_exact(judge_and_data, name, budget):
+    judge, data, x, y = judge_and_data
+    make, output = QUERY_ATTACKS[name]
+    oracle = oracle_for(judge, data, output, budget)
+    with RowCounter(judge) as counter:
+        result = make().run(oracle, x, y)
+    assert counter.rows == oracle.queries_total == int(result.queries.sum())
+    assert result.queries.max() <= budget
+    assert [oracle.queries(i) for i in range(len(x))] == result.queries.tolist()
+    # an example is marked exhausted only if a query was refused, which only happens once the budget is spent
+    assert np.all(result.queries[result.budget_exhausted] == budget)
+    seen = result.queries_to_success > 0
+    assert np.all(result.queries_to_success[seen] <= result.queries[seen])
+    assert np.abs(result.x_adv - x).max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("name", ["square", "hopskipjump"])
+def test_a_larger_budget_replays_the_smaller_one(judge_and_data, name):
+    """Seeded per example, the attacker asks the same questions whatever its budget: success seen within
+    the small budget is seen at the same query with the large one."""
+    judge, data, x, y = judge_and_data
+    make, output = QUERY_ATTACKS[name]
+    small = make().run(oracle_for(judge, data, output, 20), x, y)
+    large = make().run(oracle_for(judge, data, output, 200), x, y)
+    seen_small = small.queries_to_success > 0
+    np.testing.assert_array_equal(small.queries_to_success[seen_small], large.queries_to_success[seen_small])
+
+
+def test_unlimited_budget_runs_to_the_attacks_own_limit(judge_and_data):
+    judge, data, x, y = judge_and_data
+    oracle = oracle_for(judge, data, "probabilities", None)
+    with RowCounter(judge) as counter:
+        result = Square(eps=0.1, max_iter=30).run(oracle, x, y)
+    assert counter.rows == oracle.queries_total == int(result.queries.sum())
+    assert not result.budget_exhausted.any()
+
+
+@pytest.mark.parametrize("output", ["logits", "probabilities", "label"])
+def test_transfer_submits_each_example_once(judge_and_data, output):
+    judge, data, x, y = judge_and_data
+    oracle = oracle_for(judge, data, output, 1)
+    with RowCounter(judge) as counter:
+        result = TransferPGD(eps=0.1, max_iter=5).run(oracle, x, y, surrogate=copy.deepcopy(judge))
+    assert counter.rows == oracle.queries_total == len(x)
+    assert result.queries.tolist() == [1] * len(x)
+
+
+def test_white_box_sends_no_queries_and_needs_open_weights(judge_and_data):
+    judge, data, x, y = judge_and_data
+    result = PGD(eps=0.1, max_iter=5).run(oracle_for(judge, data, "logits", None, weights="open"), x, y)
+    assert result.queries.sum() == 0
+    with pytest.raises(AccessDenied, match="access.weights=hidden"):
+        PGD(eps=0.1, max_iter=5).run(oracle_for(judge, data, "logits", None), x, y)
+
+
+def test_art_gradient_attacks_cannot_reach_a_hidden_judge_through_the_oracle(judge_and_data):
+    judge, data, x, y = judge_and_data
+    oracle = oracle_for(judge, data, "probabilities", None)
+    estimator = OracleClassifier(QuerySession(oracle, 0, x[0], int(y[0]), eps=0.1, reuse_answers=True))
+    with pytest.raises(AccessDenied):
+        estimator.loss_gradient(x[:1], np.eye(10)[y[:1]])
+    with pytest.raises(AccessDenied):
+        estimator.class_gradient(x[:1], label=int(y[0]))
+    with pytest.raises((AccessDenied, EstimatorError)):  # ART refuses a black-box estimator up front
+        FastGradientMethod(estimator, eps=0.1).generate(x[:1], y=np.eye(10)[y[:1]])
+    assert oracle.queries_total == 0

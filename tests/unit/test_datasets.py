@@ -1,0 +1,112 @@
+"""Data pools: deterministic, disjoint, float32 in [0, 1], NCHW; torchvision sets load from a local folder."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torchvision
+from omegaconf import OmegaConf
+
+from experiments.config import compose_config
+from targets.datasets import POOLS, load_dataset
+
+
+def rows(pool) -> set[bytes]:
+    return {x.tobytes() + y.tobytes() for x, y in zip(pool.x, pool.y)}
+
+
+def test_digits_pools_are_disjoint_deterministic_and_well_formed():
+    cfg = compose_config(["data=digits"]).data
+    data = load_dataset(cfg)
+    again = load_dataset(cfg)
+    pools = [getattr(data, p) for p in POOLS]
+    assert sum(len(p) for p in pools) == 1797
+    assert [len(p) for p in pools] == [898, 540, 359]
+    for pool, twin in zip(pools, (getattr(again, p) for p in POOLS)):
+        np.testing.assert_array_equal(pool.x, twin.x)
+        assert pool.x.dtype == np.float32 and pool.y.dtype == np.int64
+        assert pool.x.shape[1:] == (1, 8, 8) and 0.0 <= pool.x.min() and pool.x.max() <= 1.0
+    # the digits set holds a few exact duplicate images; pools are disjoint by example, so allow only those
+    overlap = len(rows(data.judge) & rows(data.eval)) + len(rows(data.attacker) & rows(data.eval))
+    assert overlap <= 2
+    other = load_dataset(OmegaConf.merge(cfg, {"split_seed": 1}))
+    assert not np.array_equal(other.eval.x, data.eval.x)
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist_style(root, folder: str, n_train: int, n_test: int, rng) -> dict:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    written = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+        written[split] = (images, labels)
+    return written
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_cifar10(root, n_per_batch: int, rng, monkeypatch) -> dict:
+    """torchvision's CIFAR-10 layout; the class's MD5 list is pointed at these files' checksums."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    written = {}
+    for name in names:
+        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        (folder / name).write_bytes(pickle.dumps({"data": data, "labels": labels}))
+        written[name] = (data, labels)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": classes}))
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[n, md5(folder / n)] for n in names[:5]])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(folder / "batches.meta")})
+    return written
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, folder):
+    written = write_mnist_style(tmp_path, folder, n_train=40, n_test=12, rng=np.random.default_rng(0))
+    cfg = compose_config([f"data={name}", f"data.root={tmp_path}", "data.limit.eval=10"]).data
+    data = load_dataset(cfg)
+    assert (len(data.judge), len(data.attacker), len(data.eval)) == (20, 20, 10)
+    assert data.input_shape == (1, 28, 28) and data.n_classes == 10
+    assert data.eval.x.dtype == np.float32 and data.eval.x.min() >= 0 and data.eval.x.max() <= 1
+    train_images, train_labels = written["train"]
+    by_image = {img.tobytes(): int(lbl) for img, lbl in zip(train_images, train_labels)}
+    for x, y in zip(data.judge.x, data.judge.y):  # pixels and labels survive the round trip
+        assert by_image[np.round(x[0] * 255).astype(np.uint8).tobytes()] == y
+    assert not rows(data.judge) & rows(data.attacker)
+
+
+def test_cifar10_loads_from_a_local_torchvision_folder(tmp_path, monkeypatch):
+    written = write_cifar10(tmp_path, n_per_batch=6, rng=np.random.default_rng(1), monkeypatch=monkeypatch)
+    cfg = compose_config(["data=cifar10", f"data.root={tmp_path}"]).data
+    data = load_dataset(cfg)
+    assert (len(data.judge), len(data.attacker), len(data.eval)) == (15, 15, 6)
+    assert data.input_shape == (3, 32, 32) and data.n_classes == 10
+    test_data, test_labels = written["test_batch"]
+    expected = {d.tobytes(): lbl for d, lbl in zip(test_data, test_labels)}
+    for x, y in zip(data.eval.x, data.eval.y):
+        assert expected[np.round(x * 255).astype(np.uint8).tobytes()] == y
+
+
+def test_missing_local_files_give_a_clear_error_without_downloading(tmp_path):
+    cfg = compose_config(["data=mnist", f"data.root={tmp_path}"]).data
+    with pytest.raises(FileNotFoundError, match="data.root=.*no MNIST files there.*data.download=true"):
+        load_dataset(cfg)
+    assert not (tmp_path / "MNIST").exists()
