@@ -104,6 +104,7 @@ class Payload:
         return (open, (str(self.target), "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_loading_never_unpickles_arbitrary_objects(tmp_path, pool, caplog):
     spec = spec_for(pool)
     get_or_train(spec, pool, tmp_path)
