@@ -15,7 +15,7 @@ from experiments import tracking
 from experiments.figures import adversarial_grid
 from experiments.metrics import Evaluation, evaluate, per_example_csv
 from experiments.validation import constructor_kwargs, validate
-from targets.datasets import Dataset, load_dataset
+from targets.datasets import Dataset, Pool, load_dataset
 from targets.oracle import AccessPolicy, Oracle
 from targets.training import CachedModel, ModelSpec, get_or_train, predict_labels
 
@@ -33,16 +33,11 @@ def build(node: DictConfig, **extra):
     return get_class(node._target_)(**constructor_kwargs(node), **extra)
 
 
-def train_cached(role: str, cfg: DictConfig, data: Dataset, device: str) -> CachedModel:
-    """The judge trains on the judge's pool; the surrogate on the attacker's own pool, with its own seed."""
-    pool = data.judge if role == "target" else data.attacker
-    seed = cfg.seed if role == "target" else cfg.seed + 1
-    spec = ModelSpec.from_config(
-        "judge" if role == "target" else "surrogate", cfg[role], seed, pool, data.input_shape, data.n_classes
-    )
-    cached = get_or_train(spec, pool, cfg.cache_dir, device)
-    prefix = "judge" if role == "target" else "surrogate"
-    mlflow.set_tags({f"{prefix}_key": cached.key, f"{prefix}_cache": "hit" if cached.cache_hit else "miss"})
+def cached_model(role: str, node: DictConfig, pool: Pool, seed: int, data: Dataset, cfg: DictConfig) -> CachedModel:
+    """Train (or load) a judge or surrogate, and tag the run with its cache key and whether it was a hit."""
+    spec = ModelSpec.from_config(role, node, seed, pool, data.input_shape, data.n_classes)
+    cached = get_or_train(spec, pool, cfg.cache_dir, resolve_device(cfg.device))
+    mlflow.set_tags({f"{role}_key": cached.key, f"{role}_cache": "hit" if cached.cache_hit else "miss"})
     return cached
 
 
@@ -53,8 +48,10 @@ def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
     with tracking.mlflow_run(cfg, attack.threat_model, sweep_id):
-        judge = build(cfg.defense).apply(train_cached("target", cfg, data, device).model)
-        surrogate = train_cached("surrogate", cfg, data, device).model if attack.needs_surrogate else None
+        judge = build(cfg.defense).apply(cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg).model)
+        surrogate = None
+        if attack.needs_surrogate:  # the attacker's own model, on its own data, with its own seed
+            surrogate = cached_model("surrogate", cfg.surrogate, data.attacker, cfg.seed + 1, data, cfg).model
         oracle = Oracle(
             judge,
             AccessPolicy.from_config(cfg.access),
