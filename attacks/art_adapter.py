@@ -1,19 +1,22 @@
-"""ART estimators over gavel's handles: the judge's open weights, a surrogate, or the Oracle.
+"""ART estimators over gavel's handles: the judge's open weights, a surrogate, or the attacker's client.
 
 `OracleClassifier` is how ART's query attacks reach a hidden judge: every `predict` goes through a
-`QuerySession`, so no ART call can evaluate the judge uncounted, and its gradient methods raise
-`AccessDenied` unless the judge's weights are open.
+`QuerySession`, hence through the Oracle, so no ART call can evaluate the judge uncounted; its gradient
+methods raise `AccessDenied` unless the judge's weights are open.
 """
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 import numpy as np
 import torch
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork, PyTorchClassifier
 from torch import nn
 
-from targets.oracle import BudgetExhausted, Oracle
+from attacks.base import Goal
+from attacks.client import AttackerClient
+from targets.oracle import QueryRefused
 
 
 def pytorch_estimator(model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> PyTorchClassifier:
@@ -29,29 +32,28 @@ def pytorch_estimator(model: nn.Module, input_shape: tuple[int, ...], n_classes:
     )
 
 
-def white_box_estimator(oracle: Oracle) -> PyTorchClassifier:
+def white_box_estimator(client: AttackerClient) -> PyTorchClassifier:
     """The judge as an ART classifier; raises `AccessDenied` when its weights are hidden."""
-    return pytorch_estimator(oracle.open_weights(), oracle.input_shape, oracle.n_classes)
+    return pytorch_estimator(client.open_weights(), client.input_shape, client.n_classes)
 
 
 class OracleClassifier(BlackBoxClassifierNeuralNetwork):
     """A black-box ART classifier whose predictions are the Oracle's answers for one example's session."""
 
     def __init__(self, session: "QuerySession") -> None:
-        oracle = session.oracle
         super().__init__(
             predict_fn=session.predict,
-            input_shape=oracle.input_shape,
-            nb_classes=oracle.n_classes,
+            input_shape=session.client.input_shape,
+            nb_classes=session.client.n_classes,
             clip_values=(0.0, 1.0),
         )
-        self._oracle = oracle
+        self._client = session.client
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
-        return white_box_estimator(self._oracle).loss_gradient(x, y, **kwargs)
+        return white_box_estimator(self._client).loss_gradient(x, y, **kwargs)
 
     def class_gradient(self, x: np.ndarray, label=None, **kwargs) -> np.ndarray:
-        return white_box_estimator(self._oracle).class_gradient(x, label=label, **kwargs)
+        return white_box_estimator(self._client).class_gradient(x, label=label, **kwargs)
 
 
 class AttackerDone(Exception):
@@ -63,16 +65,28 @@ class QuerySession:
 
     Repeated inputs are answered from the attacker's own record instead of being bought again (ART's Square
     re-asks for inputs it has already queried; a real attacker would not pay twice). Each answered row is
-    checked against the attacker's goal: a label other than the true one, within eps of the original.
+    checked against the attacker's goal. `submit` maps what the library proposes to what the attacker
+    actually sends (the identity, or a projection into the threat model's ball when a library works around
+    another centre).
     """
 
-    def __init__(self, oracle: Oracle, example: int, x0: np.ndarray, y0: int, eps: float, reuse_answers: bool) -> None:
-        self.oracle = oracle
+    def __init__(
+        self,
+        client: AttackerClient,
+        example: int,
+        x0: np.ndarray,
+        y0: int,
+        goal: Goal,
+        reuse_answers: bool,
+        submit: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.client = client
         self.example = example
         self.x0 = x0
         self.y0 = int(y0)
-        self.eps = eps
+        self.goal = goal
         self.reuse_answers = reuse_answers
+        self.submit = submit
         self.known: dict[bytes, np.ndarray] = {}
         self.success: np.ndarray | None = None
         self.queries_to_success = -1
@@ -80,16 +94,18 @@ class QuerySession:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Answers as ART expects them: one row of scores (or a one-hot label) per input."""
         x = np.asarray(x, dtype=np.float32)
+        if self.submit is not None:
+            x = self.submit(x)
         keys = [row.tobytes() for row in x]
         to_buy: dict[bytes, int] = {}
         for i, key in enumerate(keys):
             if key not in to_buy and not (self.reuse_answers and key in self.known):
                 to_buy[key] = i
         rows = list(to_buy.values())
-        spent_before = self.oracle.queries(self.example)
+        spent_before = self.client.queries(self.example)
         try:
-            answers = self.oracle.query(x[rows], example=self.example)
-        except BudgetExhausted as refused:
+            answers = self.client.query(x[rows], example=self.example)
+        except QueryRefused as refused:
             self._record(x, rows[: len(refused.answered)], keys, refused.answered, spent_before)
             raise
         self._record(x, rows, keys, answers, spent_before)
@@ -101,15 +117,16 @@ class QuerySession:
         scores = self._as_scores(answers)
         for position, (row, score) in enumerate(zip(rows, scores)):
             self.known[keys[row]] = score
-            fooled = int(score.argmax()) != self.y0
-            within = float(np.abs(x[row] - self.x0).max()) <= self.eps + 1e-6
-            if fooled and within and self.success is None:
+            if self.success is None and self._reached(x[row], int(score.argmax())):
                 self.success = x[row].copy()
                 self.queries_to_success = spent_before + position + 1
 
+    def _reached(self, row: np.ndarray, label: int) -> bool:
+        return bool(self.goal.fooled([label], [self.y0])[0] and self.goal.within(row[None], self.x0[None])[0])
+
     def _as_scores(self, answers: np.ndarray) -> np.ndarray:
         if answers.ndim == 1:  # labels only: ART reads a one-hot row as the predicted class
-            one_hot = np.zeros((len(answers), self.oracle.n_classes), dtype=np.float32)
+            one_hot = np.zeros((len(answers), self.client.n_classes), dtype=np.float32)
             one_hot[np.arange(len(answers)), answers] = 1.0
             return one_hot
         return answers.astype(np.float32)

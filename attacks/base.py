@@ -1,9 +1,9 @@
 """The attack contract.
 
-Hyperparameters go to `__init__` (keyword-only, no model bound at construction, as in foolbox); `run` gets the
-attacker's handles (an Oracle, and a surrogate where the threat model gives one) and returns an
-`AttackResult`. Whether an attack succeeded is never taken from the attack: the runner re-checks every
-adversarial input on the judge.
+Hyperparameters go to `__init__` (keyword-only, no model bound at construction, as in foolbox); `run` gets
+the attacker's handle on the API (an `AttackerClient`), a surrogate where the threat model gives one, and
+returns an `AttackResult`. Whether an attack succeeded is never taken from the attack: the runner re-checks
+every adversarial input on the judge against the attack's `Goal`.
 """
 from __future__ import annotations
 
@@ -14,21 +14,50 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from targets.oracle import AccessDenied, AccessPolicy, Oracle
+from targets.oracle import AccessDenied, AccessPolicy
 
-THREAT_MODELS = ("white_box", "transfer", "score_based", "decision_based")
+THREAT_MODELS = ("white_box", "transfer", "score_based", "decision_based", "hybrid")
+NORMS = ("inf", "2")
+DISTANCE_TOLERANCE = 1e-6
+
+
+def distances(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
+    """Per-row L-inf or L2 distance."""
+    delta = (np.asarray(x_adv, dtype=np.float64) - np.asarray(x, dtype=np.float64)).reshape(len(x), -1)
+    return np.abs(delta).max(axis=1, initial=0.0) if norm == "inf" else np.sqrt((delta**2).sum(axis=1))
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What counts as fooling the judge: the verdict changes (or becomes `target`) within `eps` in `norm`.
+
+    `norm=None` is an unbounded perturbation (a patch): only the verdict counts.
+    """
+
+    eps: float
+    norm: str | None = "inf"
+    target: int | None = None
+
+    def fooled(self, labels: np.ndarray, y: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels)
+        return labels == self.target if self.target is not None else labels != np.asarray(y)
+
+    def within(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.norm is None:
+            return np.ones(len(x), dtype=bool)
+        return distances(x_adv, x, self.norm) <= self.eps + DISTANCE_TOLERANCE
 
 
 @dataclass(frozen=True)
 class AttackResult:
     x_adv: np.ndarray
-    """Adversarial inputs, float32 in [0, 1] and within eps (L-inf) of the originals."""
+    """Adversarial inputs, float32 in [0, 1] (within eps of the originals for norm-bounded attacks)."""
     queries: np.ndarray
     """Queries the Oracle charged to each example."""
     budget_exhausted: np.ndarray
-    """Whether the Oracle refused a query for each example because its budget had run out."""
+    """Whether the attack on each example was stopped by a refused query (its budget, or every account spent)."""
     queries_to_success: np.ndarray
-    """The query count at which the attacker first saw the judge fooled within eps; -1 where it never did."""
+    """The query count at which the attacker first saw the judge fooled; -1 where it never did."""
 
     def __post_init__(self) -> None:
         n = len(self.x_adv)
@@ -40,14 +69,30 @@ class AttackResult:
 
 
 class Attack(ABC):
-    """An L-inf attack within `eps` of each original, on inputs in [0, 1]."""
+    """An attack on inputs in [0, 1], within `eps` of each original in the attack's `norm`."""
 
     threat_model: ClassVar[str]
+    norm: ClassVar[str | None] = "inf"
+    supports_targeted: ClassVar[bool] = False
     needs_surrogate: ClassVar[bool] = False
 
-    def __init__(self, *, eps: float, seed: int = 0) -> None:
+    def __init__(self, *, eps: float, targeted: bool = False, target_class: int | None = None, seed: int = 0) -> None:
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"attack.targeted=true: {type(self).__name__} has no targeted mode")
+        if targeted and target_class is None:
+            raise ValueError("attack.targeted=true needs attack.target_class (the verdict to force)")
         self.eps = float(eps)
+        self.targeted = bool(targeted)
+        self.target_class = int(target_class) if targeted else None
         self.seed = int(seed)
+
+    @property
+    def goal(self) -> Goal:
+        return Goal(self.eps, self.norm, self.target_class)
+
+    def library_labels(self, y: np.ndarray) -> np.ndarray:
+        """The labels an attack library wants: the true ones, or the target verdict when targeted."""
+        return np.full_like(y, self.target_class) if self.targeted else y
 
     @classmethod
     def check_access(cls, policy: AccessPolicy) -> None:
@@ -64,9 +109,16 @@ class Attack(ABC):
             )
 
     @abstractmethod
-    def run(self, oracle: Oracle, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
+    def run(self, client, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
         """Attack every row of `x` (true labels `y`) through the handles the threat model gives."""
 
     def project(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Clip into the eps-ball around `x` and into [0, 1]."""
-        return np.clip(np.clip(x_adv, x - self.eps, x + self.eps), 0.0, 1.0).astype(np.float32)
+        """Into the eps-ball around `x` in the attack's norm, and into [0, 1]."""
+        x_adv = np.asarray(x_adv, dtype=np.float32)
+        if self.norm == "inf":
+            x_adv = np.clip(x_adv, x - self.eps, x + self.eps)
+        elif self.norm == "2":
+            delta = (x_adv - x).reshape(len(x), -1)
+            scale = np.minimum(1.0, self.eps / np.maximum(np.linalg.norm(delta, axis=1), 1e-12))
+            x_adv = x + (delta * scale[:, None]).reshape(x.shape)
+        return np.clip(x_adv, 0.0, 1.0).astype(np.float32)

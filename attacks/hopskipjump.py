@@ -11,6 +11,8 @@ from attacks.query_attack import QueryAttack
 
 class HopSkipJump(QueryAttack):
     threat_model = "decision_based"
+    supports_targeted = True
+    start = "adversarial"
 
     def __init__(
         self,
@@ -20,10 +22,9 @@ class HopSkipJump(QueryAttack):
         max_eval: int = 1000,
         init_eval: int = 100,
         init_size: int = 100,
-        seed: int = 0,
-        reuse_answers: bool = True,
+        **common,
     ) -> None:
-        super().__init__(eps=eps, seed=seed, reuse_answers=reuse_answers)
+        super().__init__(eps=eps, **common)
         self.max_iter = max_iter
         self.max_eval = max_eval
         self.init_eval = init_eval
@@ -34,6 +35,7 @@ class HopSkipJump(QueryAttack):
         # budget stops it, and succeeds once any input it queries lies within eps and fools the judge.
         return _SeededHopSkipJump(
             estimator,
+            targeted=self.targeted,
             norm=np.inf,
             max_iter=self.max_iter,
             max_eval=self.max_eval,

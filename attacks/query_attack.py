@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar, Sequence
 
 import numpy as np
 from art.attacks import EvasionAttack
@@ -9,44 +10,79 @@ from torch import nn
 
 from attacks.art_adapter import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from attacks.base import Attack, AttackResult
-from targets.oracle import BudgetExhausted, Oracle
+from attacks.client import AttackerClient
+from targets.oracle import QueryRefused
 
 
 class QueryAttack(Attack):
     """An ART query attack against the Oracle, under the access policy's per-example budget.
 
-    The attacker stops at the first answer that shows the judge fooled within eps. When the budget runs out
-    first, the attacker keeps its best result so far: a fooling input it has seen, or else the original.
+    The attacker stops at the first answer that shows the judge fooled within eps. When the budget or its
+    accounts run out first, it keeps its best result so far: a fooling input it has seen, or else the
+    original.
+
+    A run can start from given inputs (a hybrid attacker's transfer examples). How depends on `start`:
+    "adversarial" attacks walk back from an input that already fools the judge (handed to the library as its
+    initial adversarial); "centre" attacks search around the start instead of the original, every query
+    projected back into the threat model's ball around the original; None: the attack cannot use a start.
     """
 
-    def __init__(self, *, eps: float, seed: int = 0, reuse_answers: bool = True) -> None:
-        super().__init__(eps=eps, seed=seed)
+    start: ClassVar[str | None] = None
+
+    def __init__(self, *, eps: float, reuse_answers: bool = True, **common) -> None:
+        super().__init__(eps=eps, **common)
         self.reuse_answers = reuse_answers
 
     @abstractmethod
     def art_attack(self, estimator: OracleClassifier, budget: int | None) -> EvasionAttack:
         """The configured ART attack over `estimator`; `budget` (queries per example) is public knowledge."""
 
-    def run(self, oracle: Oracle, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
+    def generate(self, attack: EvasionAttack, x: np.ndarray, y: np.ndarray, adversarial: np.ndarray | None):
+        """Run the library on one example, from an input that already fools the judge when one is given."""
+        if adversarial is None:
+            return attack.generate(x, y=y)
+        return attack.generate(x, y=y, x_adv_init=adversarial)
+
+    def run(
+        self,
+        client: AttackerClient,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        surrogate: nn.Module | None = None,
+        starts: Sequence[np.ndarray | None] | None = None,
+    ) -> AttackResult:
         x_adv = x.copy()
         queries_to_success = np.full(len(x), -1, dtype=np.int64)
+        labels = self.library_labels(y)
         for i in range(len(x)):
-            session = QuerySession(oracle, i, x[i], int(y[i]), self.eps, self.reuse_answers)
-            attack = self.art_attack(OracleClassifier(session), oracle.policy.budget)
+            if client.out_of_accounts:
+                client.stop(i)
+                continue
+            origin = x[i : i + 1]
+            centre, submit, adversarial = origin, None, None
+            start = None if starts is None else starts[i]
+            if start is not None and self.start == "adversarial":
+                adversarial = start[None]
+            elif start is not None and self.start == "centre":
+                centre = start[None]
+                submit = lambda z, origin=origin: self.project(z, np.broadcast_to(origin, z.shape))  # noqa: E731
+            session = QuerySession(client, i, x[i], int(y[i]), self.goal, self.reuse_answers, submit)
+            attack = self.art_attack(OracleClassifier(session), client.policy.budget)
             seed_global_rngs(self.seed, i)
             candidate = None
             try:
-                candidate = attack.generate(x[i : i + 1], y=y[i : i + 1])[0]
-            except (AttackerDone, BudgetExhausted):
+                candidate = self.generate(attack, centre, labels[i : i + 1], adversarial)
+            except (AttackerDone, QueryRefused):
                 pass
             if session.success is not None:
                 x_adv[i] = session.success
                 queries_to_success[i] = session.queries_to_success
             elif candidate is not None:
-                x_adv[i] = self.project(candidate, x[i])
+                x_adv[i] = self.project(candidate, origin)[0]
         return AttackResult(
             x_adv=x_adv,
-            queries=np.array([oracle.queries(i) for i in range(len(x))], dtype=np.int64),
-            budget_exhausted=np.array([oracle.exhausted(i) for i in range(len(x))]),
+            queries=np.array([client.queries(i) for i in range(len(x))], dtype=np.int64),
+            budget_exhausted=np.array([client.stopped(i) for i in range(len(x))]),
             queries_to_success=queries_to_success,
         )

@@ -9,11 +9,10 @@ from attacks.query_attack import QueryAttack
 
 class Square(QueryAttack):
     threat_model = "score_based"
+    start = "centre"
 
-    def __init__(
-        self, *, eps: float, max_iter: int = 1000, p_init: float = 0.8, seed: int = 0, reuse_answers: bool = True
-    ) -> None:
-        super().__init__(eps=eps, seed=seed, reuse_answers=reuse_answers)
+    def __init__(self, *, eps: float, max_iter: int = 1000, p_init: float = 0.8, **common) -> None:
+        super().__init__(eps=eps, **common)
         self.max_iter = max_iter
         self.p_init = p_init
 

@@ -5,28 +5,40 @@ import numpy as np
 from torch import nn
 
 from attacks.art_adapter import pytorch_estimator
-from attacks.base import AttackResult
+from attacks.base import Attack, AttackResult
+from attacks.client import AttackerClient
 from attacks.pgd import PGD
-from targets.oracle import Oracle
+from targets.oracle import QueryRefused
+
+
+def submit_once(attack: Attack, client: AttackerClient, x_adv: np.ndarray, y: np.ndarray) -> AttackResult:
+    """Send each crafted input to the API once; the answer tells the attacker whether it worked."""
+    queries_to_success = np.full(len(x_adv), -1, dtype=np.int64)
+    for i in range(len(x_adv)):
+        if client.out_of_accounts:
+            client.stop(i)
+            continue
+        try:
+            answer = client.query(x_adv[i : i + 1], example=i)
+        except QueryRefused:
+            continue
+        label = int(answer[0] if answer.ndim == 1 else answer[0].argmax())
+        if attack.goal.fooled([label], [y[i]])[0]:
+            queries_to_success[i] = 1
+    return AttackResult(
+        x_adv=x_adv,
+        queries=np.array([client.queries(i) for i in range(len(x_adv))], dtype=np.int64),
+        budget_exhausted=np.array([client.stopped(i) for i in range(len(x_adv))]),
+        queries_to_success=queries_to_success,
+    )
 
 
 class TransferPGD(PGD):
     threat_model = "transfer"
     needs_surrogate = True
 
-    def run(self, oracle: Oracle, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
+    def run(self, client, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
         if surrogate is None:
             raise ValueError("a transfer attack needs a surrogate model")
-        x_adv = self.craft(pytorch_estimator(surrogate, oracle.input_shape, oracle.n_classes), x, y)
-        queries_to_success = np.full(len(x), -1, dtype=np.int64)
-        for i in range(len(x)):
-            answer = oracle.query(x_adv[i : i + 1], example=i)
-            predicted = int(answer[0] if answer.ndim == 1 else answer[0].argmax())
-            if predicted != int(y[i]):
-                queries_to_success[i] = 1
-        return AttackResult(
-            x_adv=x_adv,
-            queries=np.array([oracle.queries(i) for i in range(len(x))], dtype=np.int64),
-            budget_exhausted=np.array([oracle.exhausted(i) for i in range(len(x))]),
-            queries_to_success=queries_to_success,
-        )
+        x_adv = self.craft(pytorch_estimator(surrogate, client.input_shape, client.n_classes), x, y)
+        return submit_once(self, client, x_adv, y)

@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.base import AttackResult
+from attacks.base import AttackResult, Goal, distances
+from targets.oracle import SHARED, Oracle
 
-LINF_TOLERANCE = 1e-6
-QUERY_THREAT_MODELS = ("score_based", "decision_based")
+QUERY_THREAT_MODELS = ("score_based", "decision_based", "hybrid")
 PER_EXAMPLE_COLUMNS = (
-    "index", "label", "initial_prediction", "final_prediction", "attacked", "success", "queries", "linf",
+    "index", "label", "initial_prediction", "final_prediction", "attacked", "success", "queries", "linf", "l2",
 )
 
 
@@ -22,50 +22,90 @@ class Evaluation:
     """(query count, attack success rate within that many queries), for query attacks."""
 
 
+@dataclass(frozen=True)
+class Compromise:
+    """What fooling each attacked example cost the attacker, from the Oracle's ledger."""
+
+    hours: np.ndarray
+    cost: np.ndarray
+    queries_shared: int
+    campaign_hours: float
+    accounts_used: int
+    account_cost: float
+
+
+def compromise_from_ledger(oracle: Oracle, result: AttackResult) -> Compromise:
+    """Per example: simulated hours from its first query to the one that fooled the judge (its last query
+    when the success was only seen on the re-check), and the price of the accounts those queries used."""
+    hours, cost = [], []
+    for i in range(len(result.x_adv)):
+        k = result.queries_to_success[i] if result.queries_to_success[i] > 0 else result.queries[i]
+        rows = oracle.rows(i)[:k]
+        hours.append((rows[-1][2] - rows[0][1]) / 3600 if rows else 0.0)
+        cost.append(oracle.policy.account_cost * len({account for account, _, _ in rows}))
+    return Compromise(
+        hours=np.array(hours),
+        cost=np.array(cost),
+        queries_shared=oracle.queries(SHARED),
+        campaign_hours=oracle.clock / 3600,
+        accounts_used=oracle.accounts_used,
+        account_cost=oracle.policy.account_cost,
+    )
+
+
 def evaluate(
     *,
     index: np.ndarray,
+    x: np.ndarray,
     y: np.ndarray,
     initial: np.ndarray,
+    attacked: np.ndarray,
     final_attacked: np.ndarray,
-    x_attacked: np.ndarray,
     result: AttackResult,
-    eps: float,
+    goal: Goal,
     threat_model: str,
+    compromise: Compromise,
 ) -> Evaluation:
-    """Metrics over the `len(y)` evaluation examples; the attack ran on those the judge got right.
+    """Metrics over the `len(y)` evaluation examples; the attack ran on the rows where `attacked` is true.
 
     `final_attacked` is the judge's label for each adversarial input, re-checked by the evaluator.
     """
-    attacked = initial == y
     n_attacked = int(attacked.sum())
     if n_attacked != len(result.x_adv):
         raise ValueError(f"the attack returned {len(result.x_adv)} results for {n_attacked} attacked examples")
-    linf_attacked = np.abs(result.x_adv - x_attacked).reshape(n_attacked, -1).max(axis=1)
-    in_domain = (result.x_adv.reshape(n_attacked, -1).min(axis=1) >= 0) & (
-        result.x_adv.reshape(n_attacked, -1).max(axis=1) <= 1
-    )
-    success_attacked = (final_attacked != y[attacked]) & (linf_attacked <= eps + LINF_TOLERANCE) & in_domain
+    x_attacked = x[attacked]
+    flat = result.x_adv.reshape(n_attacked, -1)
+    in_domain = (flat.min(axis=1) >= 0) & (flat.max(axis=1) <= 1)
+    success_attacked = goal.fooled(final_attacked, y[attacked]) & goal.within(result.x_adv, x_attacked) & in_domain
+    linf_attacked = distances(result.x_adv, x_attacked, "inf")
+    l2_attacked = distances(result.x_adv, x_attacked, "2")
+
+    def spread(values, dtype, fill=0):
+        out = np.full(len(y), fill, dtype=dtype)
+        out[attacked] = values
+        return out
 
     final = initial.copy()
     final[attacked] = final_attacked
-    success = np.zeros(len(y), dtype=bool)
-    success[attacked] = success_attacked
-    queries = np.zeros(len(y), dtype=np.int64)
-    queries[attacked] = result.queries
-    linf = np.zeros(len(y), dtype=np.float64)
-    linf[attacked] = linf_attacked
-
-    q = result.queries
+    success = spread(success_attacked, bool, False)
+    queries = result.queries + compromise.queries_shared / n_attacked  # extraction spread over the examples
+    total = int(result.queries.sum()) + compromise.queries_shared
     metrics = {
-        "clean_accuracy": float(attacked.mean()),
-        "robust_accuracy": float((attacked & ~success).mean()),
+        "clean_accuracy": float((initial == y).mean()),
+        "robust_accuracy": float(((initial == y) & ~success).mean()),
         "attack_success_rate": float(success_attacked.mean()),
-        "queries_total": float(q.sum()),
-        "queries_mean": float(q.mean()),
-        "queries_median": float(np.median(q)),
-        "perturbation_linf_mean": float(linf_attacked[success_attacked].mean()) if success_attacked.any() else float("nan"),
+        "queries_total": float(total),
+        "queries_mean": float(total / n_attacked),
+        "queries_median": float(np.median(queries)),
+        "queries_shared": float(compromise.queries_shared),
+        "perturbation_linf_mean": _mean_over(linf_attacked, success_attacked),
+        "perturbation_l2_mean": _mean_over(l2_attacked, success_attacked),
         "budget_exhausted_fraction": float(result.budget_exhausted.mean()),
+        "time_to_compromise_hours_median": _median_over(compromise.hours, success_attacked),
+        "cost_to_compromise_median": _median_over(compromise.cost, success_attacked),
+        "campaign_hours": float(compromise.campaign_hours),
+        "accounts_used": float(compromise.accounts_used),
+        "campaign_cost": float(compromise.accounts_used * compromise.account_cost),
         "n_examples": float(len(y)),
         "n_attacked": float(n_attacked),
     }
@@ -77,10 +117,20 @@ def evaluate(
         "final_prediction": final,
         "attacked": attacked,
         "success": success,
-        "queries": queries,
-        "linf": linf,
+        "queries": spread(result.queries, np.int64),
+        "linf": spread(linf_attacked, np.float64),
+        "l2": spread(l2_attacked, np.float64),
     }
     return Evaluation(per_example, metrics, curve)
+
+
+def _mean_over(values: np.ndarray, mask: np.ndarray) -> float:
+    """The mean over the examples in `mask`; undefined (NaN), not zero, when there are none."""
+    return float(values[mask].mean()) if mask.any() else float("nan")
+
+
+def _median_over(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.median(values[mask])) if mask.any() else float("nan")
 
 
 def success_curve(success: np.ndarray, result: AttackResult) -> list[tuple[int, float]]:
@@ -91,7 +141,7 @@ def success_curve(success: np.ndarray, result: AttackResult) -> list[tuple[int, 
     """
     spent = np.where(result.queries_to_success > 0, result.queries_to_success, result.queries)
     most = int(result.queries.max(initial=0))
-    steps = sorted({s for s in _one_two_five(most)} | {most}) if most > 0 else []
+    steps = sorted(set(_one_two_five(most)) | {most}) if most > 0 else []
     return [(s, float((success & (spent <= s)).mean())) for s in steps]
 
 

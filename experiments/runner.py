@@ -11,12 +11,13 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from attacks.base import Attack
+from attacks.client import AttackerClient
 from experiments import tracking
 from experiments.figures import adversarial_grid
-from experiments.metrics import Evaluation, evaluate, per_example_csv
-from experiments.validation import constructor_kwargs, validate
+from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
+from experiments.validation import ConfigError, constructor_kwargs, validate
 from targets.datasets import Dataset, Pool, load_dataset
-from targets.oracle import AccessPolicy, Oracle
+from targets.oracle import SHARED, AccessPolicy, Oracle
 from targets.training import CachedModel, ModelSpec, get_or_train, predict_labels
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,10 @@ def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
     attack: Attack = build(cfg.attack, seed=cfg.seed)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
+    if attack.targeted and not attack.target_class < data.n_classes:
+        raise ConfigError(f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1}")
     with tracking.mlflow_run(cfg, attack.threat_model, sweep_id):
         judge = build(cfg.defense).apply(cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg).model)
-        surrogate = None
-        if attack.needs_surrogate:  # the attacker's own model, on its own data, with its own seed
-            surrogate = cached_model("surrogate", cfg.surrogate, data.attacker, cfg.seed + 1, data, cfg).model
         oracle = Oracle(
             judge,
             AccessPolicy.from_config(cfg.access),
@@ -60,28 +60,37 @@ def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
             batch_size=cfg.oracle_batch_size,
             device=device,
         )
+        client = AttackerClient(oracle)
         n = min(cfg.n_examples, len(data.eval))
         x, y = data.eval.x[:n], data.eval.y[:n]
         initial = predict_labels(judge, x, device=device)
-        correct = initial == y
-        if not correct.any():
-            raise RuntimeError(f"the judge gets none of the {n} evaluation examples right: nothing to attack")
+        attacked = initial == y
+        if attack.targeted:  # an example already judged as the target verdict has nothing to gain
+            attacked &= y != attack.target_class
+        if not attacked.any():
+            raise RuntimeError(f"none of the {n} evaluation examples can be attacked: the judge gets none right")
+        oracle.plan(int(attacked.sum()))
+        surrogate = None
+        if attack.needs_surrogate:  # the attacker's own model, on its own data, with its own seed
+            surrogate = cached_model("surrogate", cfg.surrogate, data.attacker, cfg.seed + 1, data, cfg).model
 
-        result = attack.run(oracle, x[correct], y[correct], surrogate=surrogate)
-        if int(result.queries.sum()) != oracle.queries_total:
+        result = attack.run(client, x[attacked], y[attacked], surrogate=surrogate)
+        charged = int(result.queries.sum()) + oracle.queries(SHARED)
+        if charged != oracle.queries_total:
             raise RuntimeError(
-                f"accounting mismatch: the attack reports {int(result.queries.sum())} queries, "
-                f"the Oracle's ledger {oracle.queries_total}"
+                f"accounting mismatch: the attack reports {charged} queries, the Oracle's ledger {oracle.queries_total}"
             )
         evaluation = evaluate(
             index=np.arange(n),
+            x=x,
             y=y,
             initial=initial,
+            attacked=attacked,
             final_attacked=predict_labels(judge, result.x_adv, device=device),
-            x_attacked=x[correct],
             result=result,
-            eps=cfg.attack.eps,
+            goal=attack.goal,
             threat_model=attack.threat_model,
+            compromise=compromise_from_ledger(oracle, result),
         )
         tracking.log_evaluation(evaluation, per_example_csv(evaluation.per_example), _grid(evaluation, x, result))
     _report(cfg, attack, evaluation)

@@ -88,9 +88,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(error)) from None
     attack_cls = _check_component("attack", cfg.attack, Attack)
     _check_component("defense", cfg.defense, Defense)
-    eps = cfg.attack.eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+    eps = cfg.attack.get("eps")
+    if attack_cls.norm == "inf" and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1):
         raise ConfigError(f"attack.eps={eps!r}: allowed: a number in (0, 1] (L-inf, inputs in [0, 1])")
+    if attack_cls.norm == "2" and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0):
+        raise ConfigError(f"attack.eps={eps!r}: allowed: a positive number (L2, inputs in [0, 1])")
+    target_class = cfg.attack.get("target_class")
+    if cfg.attack.get("targeted") and (not isinstance(target_class, int) or target_class < 0):
+        raise ConfigError(f"attack.target_class={target_class!r}: allowed: a class index (the verdict to force)")
+    try:
+        attack_cls(**constructor_kwargs(cfg.attack), seed=cfg.seed)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"attack={cfg.attack.name}: {error}") from None
     try:
         attack_cls.check_access(policy)
     except AccessDenied as denied:
@@ -118,6 +127,19 @@ def _check_recipe(role: str, train: DictConfig) -> None:
         raise ConfigError(f"{role}.train.lr={train.lr!r}: allowed: a positive number")
 
 
+def keyword_parameters(cls: type) -> list[str]:
+    """Keyword-only constructor parameters of `cls` and the classes it passes `**kwargs` on to (`seed` is the
+    experiment's, not the component's)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in names:
+                names.append(name)
+    return names
+
+
 def _check_component(group: str, node: DictConfig, base: type) -> type:
     """The class a `_target_` names, and that every other key is one of its keyword arguments."""
     try:
@@ -129,8 +151,7 @@ def _check_component(group: str, node: DictConfig, base: type) -> type:
         ) from None
     if not issubclass(cls, base):
         raise ConfigError(f"{group}._target_={node._target_!r}: not a {base.__name__}")
-    parameters = inspect.signature(cls.__init__).parameters
-    allowed = [name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY and name != "seed"]
+    allowed = keyword_parameters(cls)
     for key in constructor_kwargs(node):
         if key not in allowed:
             raise ConfigError(

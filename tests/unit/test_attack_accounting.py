@@ -9,6 +9,8 @@ from art.attacks.evasion import FastGradientMethod
 from art.exceptions import EstimatorError
 
 from attacks.art_adapter import OracleClassifier, QuerySession
+from attacks.base import Goal
+from attacks.client import AttackerClient
 from attacks.hopskipjump import HopSkipJump
 from attacks.pgd import PGD
 from attacks.square import Square
@@ -54,9 +56,9 @@ class RowCounter:
         self.handle.remove()
 
 
-def oracle_for(judge, data, output: str, budget, weights="hidden") -> Oracle:
+def oracle_for(judge, data, output: str, budget, weights="hidden", **limits) -> Oracle:
     return Oracle(
-        judge, AccessPolicy(weights, output, budget), input_shape=data.input_shape, n_classes=data.n_classes
+        judge, AccessPolicy(weights, output, budget, **limits), input_shape=data.input_shape, n_classes=data.n_classes
     )
 
 
@@ -67,7 +69,7 @@ def test_query_attacks_never_exceed_the_budget_and_counts_are_exact(judge_and_da
     make, output = QUERY_ATTACKS[name]
     oracle = oracle_for(judge, data, output, budget)
     with RowCounter(judge) as counter:
-        result = make().run(oracle, x, y)
+        result = make().run(AttackerClient(oracle), x, y)
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
     assert result.queries.max() <= budget
     assert [oracle.queries(i) for i in range(len(x))] == result.queries.tolist()
@@ -84,8 +86,8 @@ def test_a_larger_budget_replays_the_smaller_one(judge_and_data, name):
     the small budget is seen at the same query with the large one."""
     judge, data, x, y = judge_and_data
     make, output = QUERY_ATTACKS[name]
-    small = make().run(oracle_for(judge, data, output, 20), x, y)
-    large = make().run(oracle_for(judge, data, output, 200), x, y)
+    small = make().run(AttackerClient(oracle_for(judge, data, output, 20)), x, y)
+    large = make().run(AttackerClient(oracle_for(judge, data, output, 200)), x, y)
     seen_small = small.queries_to_success > 0
     np.testing.assert_array_equal(small.queries_to_success[seen_small], large.queries_to_success[seen_small])
 
@@ -94,7 +96,7 @@ def test_unlimited_budget_runs_to_the_attacks_own_limit(judge_and_data):
     judge, data, x, y = judge_and_data
     oracle = oracle_for(judge, data, "probabilities", None)
     with RowCounter(judge) as counter:
-        result = Square(eps=0.1, max_iter=30).run(oracle, x, y)
+        result = Square(eps=0.1, max_iter=30).run(AttackerClient(oracle), x, y)
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
     assert not result.budget_exhausted.any()
 
@@ -104,23 +106,25 @@ def test_transfer_submits_each_example_once(judge_and_data, output):
     judge, data, x, y = judge_and_data
     oracle = oracle_for(judge, data, output, 1)
     with RowCounter(judge) as counter:
-        result = TransferPGD(eps=0.1, max_iter=5).run(oracle, x, y, surrogate=copy.deepcopy(judge))
+        result = TransferPGD(eps=0.1, max_iter=5).run(AttackerClient(oracle), x, y, surrogate=copy.deepcopy(judge))
     assert counter.rows == oracle.queries_total == len(x)
     assert result.queries.tolist() == [1] * len(x)
 
 
 def test_white_box_sends_no_queries_and_needs_open_weights(judge_and_data):
     judge, data, x, y = judge_and_data
-    result = PGD(eps=0.1, max_iter=5).run(oracle_for(judge, data, "logits", None, weights="open"), x, y)
+    open_client = AttackerClient(oracle_for(judge, data, "logits", None, weights="open"))
+    result = PGD(eps=0.1, max_iter=5).run(open_client, x, y)
     assert result.queries.sum() == 0
     with pytest.raises(AccessDenied, match="access.weights=hidden"):
-        PGD(eps=0.1, max_iter=5).run(oracle_for(judge, data, "logits", None), x, y)
+        PGD(eps=0.1, max_iter=5).run(AttackerClient(oracle_for(judge, data, "logits", None)), x, y)
 
 
 def test_art_gradient_attacks_cannot_reach_a_hidden_judge_through_the_oracle(judge_and_data):
     judge, data, x, y = judge_and_data
     oracle = oracle_for(judge, data, "probabilities", None)
-    estimator = OracleClassifier(QuerySession(oracle, 0, x[0], int(y[0]), eps=0.1, reuse_answers=True))
+    session = QuerySession(AttackerClient(oracle), 0, x[0], int(y[0]), Goal(0.1), reuse_answers=True)
+    estimator = OracleClassifier(session)
     with pytest.raises(AccessDenied):
         estimator.loss_gradient(x[:1], np.eye(10)[y[:1]])
     with pytest.raises(AccessDenied):

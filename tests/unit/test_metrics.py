@@ -1,13 +1,17 @@
-"""Success is the judge's re-checked label changing within eps; metrics follow from the per-example table."""
+"""Success is the judge's re-checked verdict meeting the goal within eps; metrics follow from the table."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from attacks.base import AttackResult
-from experiments.metrics import evaluate, per_example_csv, success_curve
+from attacks.base import AttackResult, Goal
+from attacks.client import AttackerClient
+from experiments.metrics import Compromise, compromise_from_ledger, evaluate, per_example_csv, success_curve
+from targets.oracle import AccessPolicy, Oracle
+
 
 
 def result(x_adv, queries, exhausted=None, to_success=None):
@@ -20,6 +24,10 @@ def result(x_adv, queries, exhausted=None, to_success=None):
     )
 
 
+def free(n, shared=0):
+    return Compromise(np.zeros(n), np.zeros(n), shared, 0.0, 0, 0.0)
+
+
 def test_success_needs_a_changed_label_within_eps():
     x = np.full((4, 1, 2, 2), 0.5, dtype=np.float32)
     y = np.array([0, 1, 2, 3])
@@ -29,28 +37,41 @@ def test_success_needs_a_changed_label_within_eps():
     x_adv[1] += 0.3  # label changes, outside eps: failure
     x_adv[2] += 0.05  # label unchanged: failure
     evaluation = evaluate(
-        index=np.arange(4), y=y, initial=initial, final_attacked=np.array([5, 5, 2]), x_attacked=x[:3],
+        index=np.arange(4), x=x, y=y, initial=initial, attacked=initial == y, final_attacked=np.array([5, 5, 2]),
         result=result(x_adv, [3, 10, 10], exhausted=[False, True, True], to_success=[3, -1, -1]),
-        eps=0.1, threat_model="score_based",
+        goal=Goal(0.1), threat_model="score_based", compromise=free(3, shared=6),
     )
     m = evaluation.metrics
     assert evaluation.per_example["success"].tolist() == [True, False, False, False]
     assert m["clean_accuracy"] == 0.75 and m["robust_accuracy"] == 0.5
     assert m["attack_success_rate"] == pytest.approx(1 / 3)
-    assert (m["queries_total"], m["queries_median"]) == (23, 10)
-    assert m["queries_mean"] == pytest.approx(23 / 3)
+    assert (m["queries_total"], m["queries_shared"], m["queries_median"]) == (29, 6, 12)  # 6 shared: 2 each
+    assert m["queries_mean"] == pytest.approx(29 / 3)
     assert m["perturbation_linf_mean"] == pytest.approx(0.1)
+    assert m["perturbation_l2_mean"] == pytest.approx(0.2)
     assert m["budget_exhausted_fraction"] == pytest.approx(2 / 3)
     assert evaluation.per_example["final_prediction"].tolist() == [5, 5, 2, 9]
+
+
+def test_targeted_goal_needs_the_target_verdict_and_l2_goal_measures_l2():
+    x = np.zeros((3, 1, 1, 4), dtype=np.float32)
+    x_adv = x + np.array([0.4, 0.4, 0.0, 0.0], dtype=np.float32)  # L2 0.566, L-inf 0.4
+    targeted = Goal(eps=0.5, norm="inf", target=7)
+    assert targeted.fooled([7, 3, 7], [1, 1, 7]).tolist() == [True, False, True]
+    assert Goal(eps=0.5, norm="2").within(x_adv, x).tolist() == [False] * 3
+    assert Goal(eps=0.6, norm="2").within(x_adv, x).tolist() == [True] * 3
+    assert Goal(eps=0.01, norm=None).within(x_adv, x).all()  # a patch: only the verdict counts
 
 
 def test_no_success_gives_undefined_perturbation_not_zero():
     x = np.zeros((2, 1, 1, 1), dtype=np.float32)
     evaluation = evaluate(
-        index=np.arange(2), y=np.array([1, 1]), initial=np.array([1, 1]), final_attacked=np.array([1, 1]),
-        x_attacked=x, result=result(x, [0, 0]), eps=0.1, threat_model="white_box",
+        index=np.arange(2), x=x, y=np.array([1, 1]), initial=np.array([1, 1]), attacked=np.array([True, True]),
+        final_attacked=np.array([1, 1]), result=result(x, [0, 0]), goal=Goal(0.1), threat_model="white_box",
+        compromise=free(2),
     )
-    assert math.isnan(evaluation.metrics["perturbation_linf_mean"])
+    for key in ("perturbation_linf_mean", "time_to_compromise_hours_median", "cost_to_compromise_median"):
+        assert math.isnan(evaluation.metrics[key])
     assert evaluation.metrics["attack_success_rate"] == 0.0
     assert evaluation.success_curve == []
 
@@ -70,12 +91,27 @@ def test_success_curve_counts_each_example_from_the_query_that_fooled_the_judge(
     assert values == sorted(values)
 
 
+def test_time_and_cost_to_compromise_come_from_the_ledger():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    policy = AccessPolicy("hidden", "label", None, account_limit=4, accounts=3, rate=2.0, account_cost=5.0)
+    oracle = Oracle(model, policy, input_shape=(1, 2, 2), n_classes=3)
+    client = AttackerClient(oracle)
+    client.query(np.zeros((6, 1, 2, 2), np.float32), example=0)  # accounts 0 (4 rows) and 1 (2 rows)
+    client.query(np.zeros((3, 1, 2, 2), np.float32), example=1)  # account 1 (2 rows), then account 2
+    r = result(np.zeros((2, 1, 2, 2)), [6, 3], to_success=[6, 1])
+    spent = compromise_from_ledger(oracle, r)
+    assert spent.hours.tolist() == pytest.approx([6 * 0.5 / 60, 1 * 0.5 / 60])  # 2 queries a minute
+    assert spent.cost.tolist() == [10.0, 5.0]  # example 0 needed two accounts; example 1's first query one
+    assert spent.accounts_used == 3 and spent.campaign_hours == pytest.approx(9 * 0.5 / 60)
+
+
 def test_per_example_csv_has_the_documented_columns():
     x = np.zeros((1, 1, 1, 1), dtype=np.float32)
     evaluation = evaluate(
-        index=np.array([7]), y=np.array([2]), initial=np.array([2]), final_attacked=np.array([4]),
-        x_attacked=x, result=result(x + 0.05, [12]), eps=0.1, threat_model="decision_based",
+        index=np.array([7]), x=x, y=np.array([2]), initial=np.array([2]), attacked=np.array([True]),
+        final_attacked=np.array([4]), result=result(x + 0.05, [12]), goal=Goal(0.1),
+        threat_model="decision_based", compromise=free(1),
     )
     lines = per_example_csv(evaluation.per_example).splitlines()
-    assert lines[0] == "index,label,initial_prediction,final_prediction,attacked,success,queries,linf"
-    assert lines[1] == "7,2,2,4,1,1,12,0.05"
+    assert lines[0] == "index,label,initial_prediction,final_prediction,attacked,success,queries,linf,l2"
+    assert lines[1] == "7,2,2,4,1,1,12,0.05,0.05"

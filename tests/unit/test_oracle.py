@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from targets.oracle import AccessDenied, AccessPolicy, BudgetExhausted, Oracle
+from targets.oracle import SHARED, AccessDenied, AccessPolicy, AccountLimitReached, BudgetExhausted, Oracle
 
 
 class CountingModel(nn.Module):
@@ -135,3 +135,70 @@ def test_rejects_inputs_outside_the_judge_domain_without_counting():
 def test_policy_rejects_bad_values_naming_the_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AccessPolicy(**kwargs)
+
+
+def account_oracle(**policy):
+    model = CountingModel()
+    base = {"weights": "hidden", "output": "label", "budget": None}
+    return model, Oracle(model, AccessPolicy(**{**base, **policy}), input_shape=(1, 4, 4), n_classes=5)
+
+
+def test_account_limit_refuses_rows_past_it_and_accounts_are_separate():
+    model, oracle = account_oracle(account_limit=5, accounts=2)
+    oracle.query(inputs(3), example=0, account=0)
+    with pytest.raises(AccountLimitReached) as refused:
+        oracle.query(inputs(4), example=0, account=0)
+    assert refused.value.account == 0 and len(refused.value.answered) == 2
+    with pytest.raises(AccountLimitReached):
+        oracle.query(inputs(1), example=1, account=0)
+    oracle.query(inputs(5), example=1, account=1)
+    assert model.rows_evaluated == oracle.queries_total == 10
+    assert not oracle.exhausted(0)  # refused by the account limit, not by the example's budget
+    with pytest.raises(ValueError, match="account 2 does not exist"):
+        oracle.query(inputs(1), example=1, account=2)
+
+
+def test_account_quota_resets_when_the_simulated_window_has_passed():
+    # one query per second; a window of 10 seconds; 5 queries per account per window
+    model, oracle = account_oracle(account_limit=5, accounts=2, rate=60.0, window=10 / 3600)
+    oracle.query(inputs(5), example=0, account=0)
+    assert oracle.clock == pytest.approx(5.0)
+    with pytest.raises(AccountLimitReached):
+        oracle.query(inputs(6), example=0, account=1)
+    assert oracle.clock == pytest.approx(10.0)
+    oracle.query(inputs(5), example=0, account=0)  # account 0's window started at 0 s: it has reset
+    assert model.rows_evaluated == 15
+    assert [end for _, _, end in oracle.rows(0)] == pytest.approx(list(np.arange(1.0, 16.0)))
+    assert [start for _, start, _ in oracle.rows(0)] == pytest.approx(list(np.arange(0.0, 15.0)))
+    assert [account for account, _, _ in oracle.rows(0)] == [0] * 5 + [1] * 5 + [0] * 5
+    assert oracle.accounts_used == 2
+
+
+def test_shared_queries_come_out_of_the_examples_budget():
+    model, oracle = account_oracle(budget=10)
+    with pytest.raises(RuntimeError, match="plan"):
+        oracle.query(inputs(1), example=SHARED)
+    oracle.plan(4)  # four examples: 40 queries in all
+    oracle.query(inputs(12), example=SHARED)
+    with pytest.raises(BudgetExhausted) as refused:  # each example's share of the 12 is 3: 7 left
+        oracle.query(inputs(8), example=0)
+    assert len(refused.value.answered) == 7
+    with pytest.raises(BudgetExhausted) as refused:
+        oracle.query(inputs(40), example=SHARED)
+    assert len(refused.value.answered) == 40 - 19
+    assert oracle.queries_total == model.rows_evaluated == 40
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"account_limit": 0}, "access.account_limit"),
+        ({"rate": -1.0}, "access.rate"),
+        ({"window": 0}, "access.window"),
+        ({"accounts": 0}, "access.accounts"),
+        ({"account_cost": -5}, "access.account_cost"),
+    ],
+)
+def test_rate_limit_settings_reject_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AccessPolicy("hidden", "label", None, **kwargs)
