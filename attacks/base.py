@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
+from targets.datasets import Pool
 from targets.oracle import AccessDenied, AccessPolicy
 
 THREAT_MODELS = ("white_box", "transfer", "score_based", "decision_based", "hybrid")
@@ -75,6 +76,7 @@ class Attack(ABC):
     norm: ClassVar[str | None] = "inf"
     supports_targeted: ClassVar[bool] = False
     needs_surrogate: ClassVar[bool] = False
+    needs_attacker_data: ClassVar[bool] = False
 
     def __init__(self, *, eps: float, targeted: bool = False, target_class: int | None = None, seed: int = 0) -> None:
         if targeted and not self.supports_targeted:
@@ -109,8 +111,17 @@ class Attack(ABC):
             )
 
     @abstractmethod
-    def run(self, client, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
-        """Attack every row of `x` (true labels `y`) through the handles the threat model gives."""
+    def run(
+        self,
+        client,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        surrogate: nn.Module | None = None,
+        attacker_data: Pool | None = None,
+    ) -> AttackResult:
+        """Attack every row of `x` (true labels `y`) through the handles the threat model gives: the client
+        always, the attacker's surrogate when `needs_surrogate`, its own data pool when `needs_attacker_data`."""
 
     def project(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Into the eps-ball around `x` in the attack's norm, and into [0, 1]."""

@@ -8,6 +8,7 @@ from torch import nn
 
 from attacks.art_adapter import seed_global_rngs, white_box_estimator
 from attacks.base import Attack, AttackResult
+from targets.datasets import Pool
 
 
 def offline_result(x_adv: np.ndarray) -> AttackResult:
@@ -48,5 +49,13 @@ class PGD(Attack):
         seed_global_rngs(self.seed)
         return self.project(attack.generate(x, y=self.library_labels(y)), x)
 
-    def run(self, client, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
+    def run(
+        self,
+        client,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        surrogate: nn.Module | None = None,
+        attacker_data: Pool | None = None,
+    ) -> AttackResult:
         return offline_result(self.craft(white_box_estimator(client), x, y))

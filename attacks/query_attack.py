@@ -11,6 +11,7 @@ from torch import nn
 from attacks.art_adapter import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from attacks.base import Attack, AttackResult
 from attacks.client import AttackerClient
+from targets.datasets import Pool
 from targets.oracle import QueryRefused
 
 
@@ -50,6 +51,7 @@ class QueryAttack(Attack):
         y: np.ndarray,
         *,
         surrogate: nn.Module | None = None,
+        attacker_data: Pool | None = None,
         starts: Sequence[np.ndarray | None] | None = None,
     ) -> AttackResult:
         x_adv = x.copy()

@@ -8,6 +8,7 @@ from attacks.art_adapter import pytorch_estimator
 from attacks.base import Attack, AttackResult
 from attacks.client import AttackerClient
 from attacks.pgd import PGD
+from targets.datasets import Pool
 from targets.oracle import QueryRefused
 
 
@@ -37,7 +38,15 @@ class TransferPGD(PGD):
     threat_model = "transfer"
     needs_surrogate = True
 
-    def run(self, client, x: np.ndarray, y: np.ndarray, *, surrogate: nn.Module | None = None) -> AttackResult:
+    def run(
+        self,
+        client,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        surrogate: nn.Module | None = None,
+        attacker_data: Pool | None = None,
+    ) -> AttackResult:
         if surrogate is None:
             raise ValueError("a transfer attack needs a surrogate model")
         x_adv = self.craft(pytorch_estimator(surrogate, client.input_shape, client.n_classes), x, y)

@@ -74,7 +74,8 @@ def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
         if attack.needs_surrogate:  # the attacker's own model, on its own data, with its own seed
             surrogate = cached_model("surrogate", cfg.surrogate, data.attacker, cfg.seed + 1, data, cfg).model
 
-        result = attack.run(client, x[attacked], y[attacked], surrogate=surrogate)
+        attacker_data = data.attacker if attack.needs_attacker_data else None
+        result = attack.run(client, x[attacked], y[attacked], surrogate=surrogate, attacker_data=attacker_data)
         charged = int(result.queries.sum()) + oracle.queries(SHARED)
         if charged != oracle.queries_total:
             raise RuntimeError(

@@ -92,7 +92,8 @@ class AccessPolicy:
             _positive_number("access.rate", self.rate, "a positive number of queries per minute, or null")
         if isinstance(self.accounts, bool) or not isinstance(self.accounts, int) or self.accounts < 1:
             raise ValueError(f"access.accounts={self.accounts!r}: allowed: a positive integer")
-        if isinstance(self.account_cost, bool) or not isinstance(self.account_cost, (int, float)) or self.account_cost < 0:
+        cost = self.account_cost
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
             raise ValueError(f"access.account_cost={self.account_cost!r}: allowed: a number >= 0")
 
     @classmethod
@@ -180,7 +181,10 @@ class Oracle:
         for entry in self.ledger:
             if entry.example == example and entry.evaluated:
                 step = (entry.end - entry.start) / entry.evaluated
-                out += [(entry.account, entry.start + step * i, entry.start + step * (i + 1)) for i in range(entry.evaluated)]
+                out += [
+                    (entry.account, entry.start + step * i, entry.start + step * (i + 1))
+                    for i in range(entry.evaluated)
+                ]
         return out
 
     @property

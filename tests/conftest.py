@@ -37,9 +37,13 @@ def threat_model_of(attack: str) -> str:
     return get_class(compose_config([f"attack={attack}"]).attack._target_).threat_model
 
 
+# Attack hyperparameters shrunk for the smoke tests, applied to whichever of them an attack has.
+SHRINK = {"max_iter": 3, "init_eval": 10, "max_eval": 20}
+
+
 def tiny_config(attack: str, *overrides: str):
     """The real config for `attack`, under an access policy its threat model allows, shrunk for speed."""
-    small = ["attack.max_iter=3"]
-    if attack == "hopskipjump":
-        small += ["attack.init_eval=10", "attack.max_eval=20"]
-    return compose_config([f"attack={attack}", *ACCESS_FOR[threat_model_of(attack)], *TINY, *small, *overrides])
+    base = [f"attack={attack}", *ACCESS_FOR[threat_model_of(attack)], *TINY]
+    keys = compose_config(base).attack
+    small = [f"attack.{key}={value}" for key, value in SHRINK.items() if key in keys]
+    return compose_config([*base, *small, *overrides])

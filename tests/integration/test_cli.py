@@ -65,5 +65,6 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
         table = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()
         examples.add(tuple(line.split(",")[1] for line in table))  # the labels column, row by row
     assert len(examples) == 1
-    table_lines = [line for line in done.stdout.splitlines() if line.startswith(("white_box", "transfer", "score", "decision"))]
+    threat_models = ("white_box", "transfer", "score", "decision")
+    table_lines = [line for line in done.stdout.splitlines() if line.startswith(threat_models)]
     assert len(table_lines) == 8

@@ -13,7 +13,6 @@ from experiments.metrics import Compromise, compromise_from_ledger, evaluate, pe
 from targets.oracle import AccessPolicy, Oracle
 
 
-
 def result(x_adv, queries, exhausted=None, to_success=None):
     n = len(x_adv)
     return AttackResult(
