@@ -19,12 +19,16 @@ from attacks.client import AttackerClient
 from targets.oracle import QueryRefused
 
 
-def pytorch_estimator(model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> PyTorchClassifier:
-    """An ART classifier over a model the attacker holds (open judge weights, or its own surrogate)."""
+def pytorch_estimator(
+    model: nn.Module, input_shape: tuple[int, ...], n_classes: int, optimizer: torch.optim.Optimizer | None = None
+) -> PyTorchClassifier:
+    """An ART classifier over a model the attacker holds (open judge weights, or its own surrogate);
+    `optimizer` for one ART will train (model extraction)."""
     device = next(model.parameters()).device
     return PyTorchClassifier(
         model=model,
         loss=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
         input_shape=tuple(input_shape),
         nb_classes=n_classes,
         clip_values=(0.0, 1.0),
@@ -114,7 +118,7 @@ class QuerySession:
         return np.stack([self.known[key] for key in keys])
 
     def _record(self, x, rows, keys, answers, spent_before) -> None:
-        scores = self._as_scores(answers)
+        scores = as_scores(answers, self.client.n_classes)
         for position, (row, score) in enumerate(zip(rows, scores)):
             self.known[keys[row]] = score
             if self.success is None and self._reached(x[row], int(score.argmax())):
@@ -124,12 +128,15 @@ class QuerySession:
     def _reached(self, row: np.ndarray, label: int) -> bool:
         return bool(self.goal.fooled([label], [self.y0])[0] and self.goal.within(row[None], self.x0[None])[0])
 
-    def _as_scores(self, answers: np.ndarray) -> np.ndarray:
-        if answers.ndim == 1:  # labels only: ART reads a one-hot row as the predicted class
-            one_hot = np.zeros((len(answers), self.client.n_classes), dtype=np.float32)
-            one_hot[np.arange(len(answers)), answers] = 1.0
-            return one_hot
-        return answers.astype(np.float32)
+
+
+def as_scores(answers: np.ndarray, n_classes: int) -> np.ndarray:
+    """API answers as rows of scores; a label-only answer becomes a one-hot row, which ART reads as the class."""
+    if answers.ndim == 1:
+        one_hot = np.zeros((len(answers), n_classes), dtype=np.float32)
+        one_hot[np.arange(len(answers)), answers] = 1.0
+        return one_hot
+    return answers.astype(np.float32)
 
 
 def seed_global_rngs(*seed: int) -> None:

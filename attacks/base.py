@@ -96,15 +96,14 @@ class Attack(ABC):
         """The labels an attack library wants: the true ones, or the target verdict when targeted."""
         return np.full_like(y, self.target_class) if self.targeted else y
 
-    @classmethod
-    def check_access(cls, policy: AccessPolicy) -> None:
+    def check_access(self, policy: AccessPolicy) -> None:
         """Raise `AccessDenied` if the policy does not give this attack what it needs."""
-        if cls.threat_model == "white_box" and policy.weights != "open":
+        if self.threat_model == "white_box" and policy.weights != "open":
             raise AccessDenied(
-                f"a {cls.threat_model} attack needs the judge's gradients, but access.weights={policy.weights}; "
+                f"a {self.threat_model} attack needs the judge's gradients, but access.weights={policy.weights}; "
                 "allowed: access.weights=open, or a transfer, score-based or decision-based attack"
             )
-        if cls.threat_model == "score_based" and policy.output == "label":
+        if self.threat_model == "score_based" and policy.output == "label":
             raise AccessDenied(
                 "a score_based attack needs scores, but access.output=label; "
                 "allowed: access.output=logits or probabilities, or a decision-based attack"

@@ -5,11 +5,12 @@ the rest; when every account is spent it gives up, on this example and every one
 """
 from __future__ import annotations
 
+import math
 from typing import Hashable
 
 import numpy as np
 
-from targets.oracle import AccountLimitReached, BudgetExhausted, Oracle, QueryRefused
+from targets.oracle import SHARED, AccountLimitReached, BudgetExhausted, Oracle, QueryRefused
 
 
 class AccountsExhausted(QueryRefused):
@@ -20,7 +21,14 @@ class AttackerClient:
     def __init__(self, oracle: Oracle) -> None:
         self.oracle = oracle
         self.account = 0
+        self.planned: int | None = None
         self._stopped: set = set()
+
+    def plan(self, n_examples: int) -> None:
+        """The attacker picks its examples before it starts; the operator's budget for shared queries
+        (labelling) follows from how many."""
+        self.planned = n_examples
+        self.oracle.plan(n_examples)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -44,6 +52,16 @@ class AttackerClient:
     def queries(self, example: Hashable) -> int:
         """Queries the operator charged to `example` (its ledger, not the attacker's own count)."""
         return self.oracle.queries(example)
+
+    def budget_left(self, example: Hashable) -> int | None:
+        """What `example` may still spend: its budget less its queries and its share of the shared ones
+        (the attacker knows the operator's rule); None when the budget is unlimited."""
+        budget = self.oracle.policy.budget
+        if budget is None:
+            return None
+        shared = self.oracle.queries(SHARED)
+        share = math.ceil(shared / self.planned) if self.planned else 0
+        return max(0, budget - share - self.oracle.queries(example))
 
     def stopped(self, example: Hashable) -> bool:
         """Whether a refused query (budget, or no account left) stopped the attack on `example`."""

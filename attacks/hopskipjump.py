@@ -1,12 +1,17 @@
-"""HopSkipJump (Chen et al., 2020), decision-based, from ART."""
+"""HopSkipJump (Chen et al., 2020), decision-based, from ART or foolbox."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import numpy as np
 from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
+from foolbox.attacks import HopSkipJumpAttack, LinearSearchBlendedUniformNoiseAttack
 
+from attacks import foolbox_adapter
 from attacks.query_attack import QueryAttack
+
+FOOLBOX_BLEND_STEPS = 50
+"""foolbox's own HopSkipJump start: the first of this many blends towards random noise that fools the judge."""
 
 
 class HopSkipJump(QueryAttack):
@@ -22,6 +27,7 @@ class HopSkipJump(QueryAttack):
         max_eval: int = 1000,
         init_eval: int = 100,
         init_size: int = 100,
+        backend: str = "art",
         **common,
     ) -> None:
         super().__init__(eps=eps, **common)
@@ -29,10 +35,23 @@ class HopSkipJump(QueryAttack):
         self.max_eval = max_eval
         self.init_eval = init_eval
         self.init_size = init_size
+        self.backend = foolbox_adapter.check_backend(backend)
 
     def art_attack(self, estimator, budget):
         # HopSkipJump minimises the perturbation with no eps of its own: it runs until max_iter or the
         # budget stops it, and succeeds once any input it queries lies within eps and fools the judge.
+        if self.backend == "foolbox":
+            return foolbox_adapter.FoolboxQueryAttack(
+                foolbox_adapter.OracleModel(estimator.predict),
+                HopSkipJumpAttack(
+                    steps=self.max_iter,
+                    initial_gradient_eval_steps=self.init_eval,
+                    max_gradient_eval_steps=self.max_eval,
+                    constraint="linf",
+                ),
+                targeted=self.targeted,
+                init_attack=LinearSearchBlendedUniformNoiseAttack(directions=self.init_size, steps=FOOLBOX_BLEND_STEPS),
+            )
         return _SeededHopSkipJump(
             estimator,
             targeted=self.targeted,

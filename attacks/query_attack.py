@@ -36,7 +36,8 @@ class QueryAttack(Attack):
 
     @abstractmethod
     def art_attack(self, estimator: OracleClassifier, budget: int | None) -> EvasionAttack:
-        """The configured ART attack over `estimator`; `budget` (queries per example) is public knowledge."""
+        """The configured ART attack over `estimator`. `budget` is what this example has left of its query
+        budget (None: unlimited): the attacker knows it and may plan for it."""
 
     def generate(self, attack: EvasionAttack, x: np.ndarray, y: np.ndarray, adversarial: np.ndarray | None):
         """Run the library on one example, from an input that already fools the judge when one is given."""
@@ -53,13 +54,17 @@ class QueryAttack(Attack):
         surrogate: nn.Module | None = None,
         attacker_data: Pool | None = None,
         starts: Sequence[np.ndarray | None] | None = None,
+        examples: Sequence[int] | None = None,
     ) -> AttackResult:
+        """`examples` are the Oracle keys the rows are charged to (default 0..n-1): a hybrid attacker passes
+        the keys its transfer stage already spent on, and each example's remaining budget is what is left."""
+        keys = list(range(len(x))) if examples is None else list(examples)
         x_adv = x.copy()
         queries_to_success = np.full(len(x), -1, dtype=np.int64)
         labels = self.library_labels(y)
-        for i in range(len(x)):
-            if client.out_of_accounts:
-                client.stop(i)
+        for i, key in enumerate(keys):
+            if client.out_of_accounts:  # every account is spent: nothing more can be asked
+                client.stop(key)
                 continue
             origin = x[i : i + 1]
             centre, submit, adversarial = origin, None, None
@@ -69,9 +74,13 @@ class QueryAttack(Attack):
             elif start is not None and self.start == "centre":
                 centre = start[None]
                 submit = lambda z, origin=origin: self.project(z, np.broadcast_to(origin, z.shape))  # noqa: E731
-            session = QuerySession(client, i, x[i], int(y[i]), self.goal, self.reuse_answers, submit)
-            attack = self.art_attack(OracleClassifier(session), client.policy.budget)
-            seed_global_rngs(self.seed, i)
+            budget_left = client.budget_left(key)
+            if budget_left is not None and budget_left < 1:  # an earlier stage spent it all
+                client.stop(key)
+                continue
+            session = QuerySession(client, key, x[i], int(y[i]), self.goal, self.reuse_answers, submit)
+            attack = self.art_attack(OracleClassifier(session), budget_left)
+            seed_global_rngs(self.seed, key)
             candidate = None
             try:
                 candidate = self.generate(attack, centre, labels[i : i + 1], adversarial)
@@ -84,7 +93,7 @@ class QueryAttack(Attack):
                 x_adv[i] = self.project(candidate, origin)[0]
         return AttackResult(
             x_adv=x_adv,
-            queries=np.array([client.queries(i) for i in range(len(x))], dtype=np.int64),
-            budget_exhausted=np.array([client.stopped(i) for i in range(len(x))]),
+            queries=np.array([client.queries(key) for key in keys], dtype=np.int64),
+            budget_exhausted=np.array([client.stopped(key) for key in keys]),
             queries_to_success=queries_to_success,
         )

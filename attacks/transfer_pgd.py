@@ -1,4 +1,5 @@
-"""Transfer attack: PGD L-inf crafted on the attacker's surrogate, each result submitted once through the Oracle."""
+"""Transfer attack: PGD L-inf crafted on the attacker's surrogate (ART or foolbox), each result submitted once
+through the Oracle."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,5 +50,10 @@ class TransferPGD(PGD):
     ) -> AttackResult:
         if surrogate is None:
             raise ValueError("a transfer attack needs a surrogate model")
-        x_adv = self.craft(pytorch_estimator(surrogate, client.input_shape, client.n_classes), x, y)
+        model = self.crafting_model(surrogate)
+        x_adv = self.craft(pytorch_estimator(model, client.input_shape, client.n_classes), x, y)
         return submit_once(self, client, x_adv, y)
+
+    def crafting_model(self, surrogate: nn.Module) -> nn.Module:
+        """The model the attack's gradients come from: the surrogate itself, or a variant of it."""
+        return surrogate

@@ -12,7 +12,8 @@ GROUPS = ("data", "target", "surrogate", "access", "attack", "defense", "experim
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    """The options a user can pick; files starting with `_` are shared parts the options include."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml") if not path.stem.startswith("_"))
 
 
 def compose_config(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:

@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     sweep_id = tracking.sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     with config_errors_exit():
         validate(cfg)
-        return runner.run(cfg, sweep_id=sweep_id)
+        return runner.run(cfg, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

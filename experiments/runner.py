@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import numpy as np
 import torch
 from hydra.utils import get_class
@@ -15,10 +14,11 @@ from attacks.client import AttackerClient
 from experiments import tracking
 from experiments.figures import adversarial_grid
 from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
+from experiments.models import build_surrogate, cached_model
 from experiments.validation import ConfigError, constructor_kwargs, validate
-from targets.datasets import Dataset, Pool, load_dataset
+from targets.datasets import load_dataset
 from targets.oracle import SHARED, AccessPolicy, Oracle
-from targets.training import CachedModel, ModelSpec, get_or_train, predict_labels
+from targets.training import predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,18 @@ def build(node: DictConfig, **extra):
     return get_class(node._target_)(**constructor_kwargs(node), **extra)
 
 
-def cached_model(role: str, node: DictConfig, pool: Pool, seed: int, data: Dataset, cfg: DictConfig) -> CachedModel:
-    """Train (or load) a judge or surrogate, and tag the run with its cache key and whether it was a hit."""
-    spec = ModelSpec.from_config(role, node, seed, pool, data.input_shape, data.n_classes)
-    cached = get_or_train(spec, pool, cfg.cache_dir, resolve_device(cfg.device))
-    mlflow.set_tags({f"{role}_key": cached.key, f"{role}_cache": "hit" if cached.cache_hit else "miss"})
-    return cached
-
-
-def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
-    """One experiment, one MLflow run. Returns the run's metrics."""
+def run(cfg: DictConfig, sweep_id: str | None = None, overrides: list[str] = ()) -> dict[str, float]:
+    """One experiment, one MLflow run (tagged with its sweep and the job's command-line overrides).
+    Returns the run's metrics."""
     validate(cfg)
     attack: Attack = build(cfg.attack, seed=cfg.seed)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
     if attack.targeted and not attack.target_class < data.n_classes:
         raise ConfigError(f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1}")
-    with tracking.mlflow_run(cfg, attack.threat_model, sweep_id):
-        judge = build(cfg.defense).apply(cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg).model)
+    with tracking.mlflow_run(cfg, attack.threat_model, sweep_id, overrides):
+        judge_model = cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg, device).model
+        judge = build(cfg.defense).apply(judge_model)
         oracle = Oracle(
             judge,
             AccessPolicy.from_config(cfg.access),
@@ -69,10 +63,8 @@ def run(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, float]:
             attacked &= y != attack.target_class
         if not attacked.any():
             raise RuntimeError(f"none of the {n} evaluation examples can be attacked: the judge gets none right")
-        oracle.plan(int(attacked.sum()))
-        surrogate = None
-        if attack.needs_surrogate:  # the attacker's own model, on its own data, with its own seed
-            surrogate = cached_model("surrogate", cfg.surrogate, data.attacker, cfg.seed + 1, data, cfg).model
+        client.plan(int(attacked.sum()))
+        surrogate = build_surrogate(cfg, data, client, device) if attack.needs_surrogate else None
 
         attacker_data = data.attacker if attack.needs_attacker_data else None
         result = attack.run(client, x[attacked], y[attacked], surrogate=surrogate, attacker_data=attacker_data)

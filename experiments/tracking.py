@@ -48,7 +48,7 @@ def git_sha() -> str:
 
 
 @contextmanager
-def mlflow_run(cfg: DictConfig, threat_model: str, sweep_id: str | None = None):
+def mlflow_run(cfg: DictConfig, threat_model: str, sweep_id: str | None = None, overrides: list[str] = ()):
     """Start the run with its params and tags; on any exception the run ends FAILED (KILLED on Ctrl-C)."""
     mlflow.set_experiment(cfg.experiment_name)
     tags = {
@@ -63,6 +63,8 @@ def mlflow_run(cfg: DictConfig, threat_model: str, sweep_id: str | None = None):
     }
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
+    if overrides:
+        tags["overrides"] = " ".join(overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with mlflow.start_run(run_name=run_name(threat_model, cfg), tags=tags) as run:
         mlflow.log_params(flatten(resolved))

@@ -10,9 +10,11 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.base import Attack
+from attacks.extraction import METHODS
 from defenses.base import Defense
 from experiments.config import GROUPS, compose_config, group_options
-from targets.datasets import DATASETS
+from experiments.models import KNOWLEDGE
+from targets.datasets import DATASETS, PROXIES
 from targets.models import ARCHITECTURES
 from targets.oracle import AccessDenied, AccessPolicy
 
@@ -69,9 +71,9 @@ def check_overrides(args: list[str]) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first value gavel cannot run with."""
     _check_choice("data.name", cfg.data.name, DATASETS)
-    for role in ("target", "surrogate"):
-        _check_choice(f"{role}.arch.name", cfg[role].arch.name, ARCHITECTURES)
-        _check_recipe(role, cfg[role].train)
+    _check_choice("target.arch.name", cfg.target.arch.name, ARCHITECTURES)
+    _check_recipe("target", cfg.target.train)
+    _check_surrogate(cfg.surrogate, cfg.data.name)
     _check_choice("device", cfg.device, DEVICES)
     if cfg.device == "cuda":
         import torch
@@ -97,11 +99,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.attack.get("targeted") and (not isinstance(target_class, int) or target_class < 0):
         raise ConfigError(f"attack.target_class={target_class!r}: allowed: a class index (the verdict to force)")
     try:
-        attack_cls(**constructor_kwargs(cfg.attack), seed=cfg.seed)
+        attack = attack_cls(**constructor_kwargs(cfg.attack), seed=cfg.seed)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"attack={cfg.attack.name}: {error}") from None
     try:
-        attack_cls.check_access(policy)
+        attack.check_access(policy)
     except AccessDenied as denied:
         raise ConfigError(f"attack={cfg.attack.name}: {denied}") from None
 
@@ -118,6 +120,31 @@ def _check_choice(key: str, value, allowed) -> None:
 def _check_positive_int(key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}={value!r}: allowed: a positive integer")
+
+
+def _check_surrogate(node: DictConfig, dataset: str) -> None:
+    members = node.members.items() if node.get("members") else [(None, node)]
+    for name, member in members:
+        prefix = "surrogate" if name is None else f"surrogate.members.{name}"
+        _check_choice(f"{prefix}.arch.name", member.arch.name, ARCHITECTURES)
+        _check_recipe(prefix, member.train)
+    _check_choice("surrogate.knowledge", node.knowledge, KNOWLEDGE)
+    fraction = node.data_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"surrogate.data_fraction={fraction!r}: allowed: a number in (0, 1]")
+    if node.knowledge == "proxy" and dataset in PROXIES:
+        _check_choice(f"surrogate.proxy (data={dataset})", node.proxy, PROXIES[dataset])
+    if node.knowledge == "extracted":
+        _check_choice("surrogate.extraction.method", node.extraction.method, METHODS)
+        _check_positive_int("surrogate.extraction.label_budget", node.extraction.label_budget)
+        _check_choice("surrogate.extraction.sampling", node.extraction.sampling, ("random", "adaptive"))
+        _check_positive_int("surrogate.extraction.seed_size", node.extraction.seed_size)
+        _check_positive_int("surrogate.extraction.tau", node.extraction.tau)
+        if node.get("members"):
+            raise ConfigError(
+                "surrogate=ensemble with surrogate.knowledge=extracted: each member would buy its own labels; "
+                "allowed: an ensemble with leaked, same_distribution or proxy knowledge, or one extracted surrogate"
+            )
 
 
 def _check_recipe(role: str, train: DictConfig) -> None:

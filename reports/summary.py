@@ -8,6 +8,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from experiments.tracking import sweep_id_for
+from reports.curves import plot_curves
 from reports.table import format_table, sweep_rows
 
 
@@ -24,6 +25,9 @@ class SweepSummary(Callback):
             f"MLflow: {len(rows)} runs in experiment '{config.experiment_name}' (tag sweep_id={sweep_id}) at {uri}\n"
             f"        browse them with: mlflow ui --backend-store-uri {uri}"
         )
+        curves = plot_curves(rows, sweep_dir)
+        if curves:
+            where += "\n" + "\n".join(f"Success-vs-queries curves: {path}" for path in curves)
         print(f"\n{table}\n\n{where}\n")
         (sweep_dir / "summary.md").write_text(
             f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n"

@@ -5,18 +5,18 @@ import math
 
 import mlflow
 
-THREAT_ORDER = {"white_box": 0, "transfer": 1, "score_based": 2, "decision_based": 3}
-COLUMNS = (
-    ("threat model", "threat_model"),
-    ("output", "output"),
-    ("budget", "budget"),
-    ("attack", "attack"),
+THREAT_ORDER = {"white_box": 0, "transfer": 1, "score_based": 2, "decision_based": 3, "hybrid": 4}
+LEADING = (("threat model", "threat_model"), ("attack", "attack"), ("output", "output"), ("budget", "budget"))
+TRAILING = (
     ("success rate", "attack_success_rate"),
     ("median queries", "queries_median"),
     ("robust acc", "robust_accuracy"),
     ("clean acc", "clean_accuracy"),
     ("attacked", "n_attacked"),
 )
+# Overrides the leading columns already show, or that name the sweep rather than vary within it.
+SHOWN_ELSEWHERE = {"attack", "access", "access.budget", "access.output", "experiment", "experiment_name"}
+COUNTS = {"queries_median", "n_attacked"}
 
 
 def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
@@ -26,6 +26,7 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
     rows = []
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        overrides = dict(o.split("=", 1) for o in tags.get("overrides", "").split() if "=" in o)
         rows.append(
             {
                 "run_id": run.info.run_id,
@@ -33,17 +34,31 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
                 "threat_model": tags.get("threat_model", "?"),
                 "attack": tags.get("attack", "?"),
                 "output": tags.get("access.output", "?"),
-                "weights": tags.get("access.weights", "?"),
                 "budget": params.get("access.budget", "null"),
+                "overrides": {k.lstrip("+"): v for k, v in overrides.items()},
                 **metrics,
             }
         )
     return sorted(rows, key=_order)
 
 
+def varying_overrides(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between the sweep's runs (beyond those the table always shows)."""
+    keys = sorted({k for row in rows for k in row["overrides"]} - SHOWN_ELSEWHERE)
+    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+
+
 def format_table(rows: list[dict]) -> str:
-    cells = [[header for header, _ in COLUMNS]] + [[_cell(row, key) for _, key in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    extra = varying_overrides(rows)
+    headers = [h for h, _ in LEADING] + extra + [h for h, _ in TRAILING]
+    body = [
+        [_cell(row, key) for _, key in LEADING]
+        + [row["overrides"].get(key, "-") for key in extra]
+        + [_cell(row, key) for _, key in TRAILING]
+        for row in rows
+    ]
+    cells = [headers] + body
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -51,7 +66,12 @@ def format_table(rows: list[dict]) -> str:
 
 def _order(row: dict):
     budget = row["budget"]
-    return (THREAT_ORDER.get(row["threat_model"], 9), row["attack"], math.inf if budget == "null" else int(budget))
+    return (
+        THREAT_ORDER.get(row["threat_model"], 9),
+        row["attack"],
+        math.inf if budget == "null" else int(budget),
+        sorted(row["overrides"].items()),
+    )
 
 
 def _cell(row: dict, key: str) -> str:
@@ -63,5 +83,5 @@ def _cell(row: dict, key: str) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
-        return f"{value:.0f}" if key in ("queries_median", "n_attacked") else f"{value:.3f}"
+        return f"{value:.0f}" if key in COUNTS else f"{value:.3f}"
     return str(value)

@@ -52,12 +52,15 @@ def load_dataset(cfg) -> Dataset:
     raise ValueError(f"data.name={cfg.name!r}: allowed: {', '.join(DATASETS)}")
 
 
-def _digits(cfg) -> Dataset:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = bunch.target.astype(np.int64)
+    return (bunch.images.astype(np.float32) / 16.0)[:, None, :, :], bunch.target.astype(np.int64)
+
+
+def _digits(cfg) -> Dataset:
+    x, y = _digits_arrays()
     order = np.random.default_rng(cfg.split_seed).permutation(len(y))
     fractions = np.array([cfg.split[p] for p in POOLS], dtype=float)
     bounds = np.round(np.cumsum(fractions) / fractions.sum() * len(y)).astype(int)
@@ -113,3 +116,86 @@ def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
     return indices if limit is None else indices[:limit]
+
+
+def subsample(pool: Pool, fraction: float, seed: int) -> Pool:
+    """A seeded random `fraction` of a pool (at least one example)."""
+    if fraction >= 1.0:
+        return pool
+    keep = np.sort(np.random.default_rng(seed).permutation(len(pool))[: max(1, int(round(fraction * len(pool))))])
+    return Pool(pool.x[keep], pool.y[keep])
+
+
+PROXIES = {
+    "digits": ("transformed", "mnist"),
+    "mnist": ("transformed", "digits"),
+    "fashion_mnist": ("transformed",),
+    "cifar10": ("transformed",),
+}
+
+
+def proxy_pool(dataset: Dataset, proxy: str, root: str | None, seed: int) -> Pool:
+    """Data from another distribution than the judge's, labelled in the judge's label space, the same size
+    as the attacker's own pool: a transformed variant of the attacker's pool (other "handwriting": rotated,
+    shifted, rescaled, thicker or thinner strokes), or another data set with the same classes, resized."""
+    if proxy not in PROXIES[dataset.name]:
+        allowed = ", ".join(PROXIES[dataset.name])
+        raise ValueError(f"surrogate.proxy={proxy!r} for data={dataset.name}: allowed: {allowed}")
+    n = len(dataset.attacker)
+    if proxy == "transformed":
+        return Pool(_restyle(dataset.attacker.x, seed), dataset.attacker.y)
+    if proxy == "digits":
+        x, y = _digits_arrays()
+    else:
+        import torchvision
+
+        if root is None:
+            raise FileNotFoundError("surrogate.proxy=mnist needs MNIST under surrogate.proxy_root (or GAVEL_DATA_ROOT)")
+        try:
+            train = torchvision.datasets.MNIST(root=str(Path(root).expanduser()), train=True, download=False)
+        except RuntimeError as error:
+            raise FileNotFoundError(f"surrogate.proxy_root={root}: no MNIST files there ({error})") from error
+        x, y = _as_arrays(train)
+    order = np.random.default_rng(seed).permutation(len(y))[:n]
+    return Pool(_resize(x[order], dataset.input_shape), y[order])
+
+
+def _resize(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    channels, height, width = shape
+    t = torch.from_numpy(x)
+    if t.shape[1] != channels:
+        t = t.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
+    mode = "area" if t.shape[-1] > width else "bilinear"
+    resized = F.interpolate(t, size=(height, width), mode=mode)
+    return resized.clamp(0, 1).contiguous().numpy().astype(np.float32)
+
+
+def _restyle(x: np.ndarray, seed: int) -> np.ndarray:
+    """Each image redrawn in another style: random rotation (±20°), shift (±10%), scale (0.85-1.15), and
+    strokes thickened or thinned (a 3x3 max- or min-filter) on a third of the images each."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(x)
+    out = torch.empty_like(images)
+    height, width = images.shape[-2:]
+    for i, image in enumerate(images):
+        out[i] = TF.affine(
+            image,
+            angle=float(rng.uniform(-20, 20)),
+            translate=[int(rng.integers(-1, 2)) * max(1, width // 10), int(rng.integers(-1, 2)) * max(1, height // 10)],
+            scale=float(rng.uniform(0.85, 1.15)),
+            shear=[0.0, 0.0],
+            interpolation=TF.InterpolationMode.BILINEAR,
+        )
+    style = rng.integers(0, 3, len(out))
+    thicker = F.max_pool2d(out, 3, stride=1, padding=1)
+    thinner = -F.max_pool2d(-out, 3, stride=1, padding=1)
+    out = torch.where(torch.from_numpy(style == 1)[:, None, None, None], thicker, out)
+    out = torch.where(torch.from_numpy(style == 2)[:, None, None, None], thinner, out)
+    return out.clamp(0, 1).contiguous().numpy().astype(np.float32)

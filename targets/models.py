@@ -84,3 +84,14 @@ def _torchvision_resnet(name: str, channels: int, n_classes: int) -> nn.Module:
     net.conv1 = nn.Conv2d(channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
+
+
+class Ensemble(nn.Module):
+    """Several models as one: the mean of their logits (Liu et al., 2017), for transfer from an ensemble."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)

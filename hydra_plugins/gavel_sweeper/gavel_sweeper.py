@@ -18,6 +18,23 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
+def expand_grid(
+    grid: List[Dict[str, Any]], params: Dict[str, str], arguments: List[str], parser: OverridesParser | None = None
+) -> List[List[str]]:
+    """Each job's overrides: every block of the grid (plus `params`) swept as a product, blocks one after
+    another, identical jobs once; a command-line override replaces a block's value for the same key."""
+    parser = parser or OverridesParser.create()
+    command_line_keys = {o.get_key_element() for o in parser.parse_overrides(arguments)}
+    jobs: List[List[str]] = []
+    for block in grid or [{}]:
+        preset = {**(params or {}), **block}
+        strings = [f"{k}={v}" for k, v in preset.items() if k not in command_line_keys] + list(arguments)
+        for job in BasicSweeper.split_arguments(parser.parse_overrides(strings), None)[0]:
+            if job not in jobs:
+                jobs.append(job)
+    return jobs
+
+
 class GavelSweeper(BasicSweeper):
     def __init__(
         self,
@@ -29,16 +46,8 @@ class GavelSweeper(BasicSweeper):
         self.grid = [dict(block) for block in grid] if grid else [{}]
 
     def jobs(self, arguments: List[str]) -> List[List[str]]:
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        command_line_keys = {o.get_key_element() for o in parser.parse_overrides(arguments)}
-        jobs: List[List[str]] = []
-        for block in self.grid:
-            preset = {**self.params, **block}
-            strings = [f"{k}={v}" for k, v in preset.items() if k not in command_line_keys] + list(arguments)
-            for job in self.split_arguments(parser.parse_overrides(strings), None)[0]:
-                if job not in jobs:
-                    jobs.append(job)
-        return jobs
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)  # glob() sweeps need it
+        return expand_grid(self.grid, self.params, arguments, parser)
 
     def sweep(self, arguments: List[str]) -> Any:
         from experiments.validation import ConfigError, config_errors_exit, validate

@@ -68,3 +68,38 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
     threat_models = ("white_box", "transfer", "score", "decision")
     table_lines = [line for line in done.stdout.splitlines() if line.startswith(threat_models)]
     assert len(table_lines) == 8
+
+
+def preset_jobs(name: str) -> list[list[str]]:
+    from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
+
+    from experiments.config import compose_config
+
+    sweeper = compose_config([f"experiment={name}"], return_hydra_config=True).hydra.sweeper
+    return expand_grid([dict(block) for block in sweeper.grid], {}, [f"experiment={name}"])
+
+
+@pytest.mark.parametrize(
+    "preset, n_jobs", [("hiding_vs_ratelimit", 8), ("transfer_knowledge", 7), ("extraction_budget", 15)]
+)
+def test_every_job_of_every_preset_composes_and_validates(preset, n_jobs):
+    from experiments.config import compose_config
+    from experiments.validation import validate
+
+    jobs = preset_jobs(preset)
+    assert len(jobs) == n_jobs
+    for job in jobs:
+        validate(compose_config(job))
+
+
+@pytest.mark.slow
+def test_transfer_knowledge_preset_runs_and_tabulates_what_the_attacker_knew(tmp_path):
+    done = gavel(tmp_path, "experiment=transfer_knowledge", "n_examples=8", "attack.max_iter=5",
+                 "surrogate.extraction.label_budget=60")
+    found = runs("transfer_knowledge")
+    knowledge = sorted(r.data.params["surrogate.knowledge"] for r in found)
+    assert knowledge == ["extracted", "leaked", "proxy"] + ["same_distribution"] * 4
+    assert all(r.info.status == "FINISHED" for r in found)
+    extracted = next(r for r in found if r.data.params["surrogate.knowledge"] == "extracted")
+    assert extracted.data.metrics["queries_shared"] == 60
+    assert "surrogate.knowledge" in done.stdout and "surrogate.data_fraction" in done.stdout

@@ -1,0 +1,86 @@
+"""ZOO (Chen et al., 2017): Carlini-Wagner's loss with coordinate-wise finite differences, score-based, from ART."""
+from __future__ import annotations
+
+import numpy as np
+from art.attacks.evasion import ZooAttack
+
+from attacks.query_attack import QueryAttack
+
+
+class Zoo(QueryAttack):
+    threat_model = "score_based"
+    norm = "2"
+    supports_targeted = True
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        max_iter: int = 1000,
+        nb_parallel: int = 8,
+        learning_rate: float = 0.1,
+        initial_const: float = 10.0,
+        binary_search_steps: int = 1,
+        confidence: float = 0.0,
+        variable_h: float = 1e-3,
+        abort_early: bool = True,
+        use_resize: bool = False,
+        use_importance: bool = False,
+        **common,
+    ) -> None:
+        super().__init__(eps=eps, **common)
+        self.max_iter = max_iter
+        self.nb_parallel = nb_parallel
+        self.learning_rate = learning_rate
+        self.initial_const = initial_const
+        self.binary_search_steps = binary_search_steps
+        self.confidence = confidence
+        self.variable_h = variable_h
+        self.abort_early = abort_early
+        self.use_resize = use_resize
+        self.use_importance = use_importance
+
+    def art_attack(self, estimator, budget):
+        return _BoxedZoo(
+            estimator,
+            confidence=self.confidence,
+            targeted=self.targeted,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            binary_search_steps=self.binary_search_steps,
+            initial_const=self.initial_const,
+            abort_early=self.abort_early,
+            use_resize=self.use_resize,
+            use_importance=self.use_importance,
+            nb_parallel=min(self.nb_parallel, int(np.prod(estimator.input_shape))),
+            variable_h=self.variable_h,
+            verbose=False,
+        )
+
+
+class _BoxedZoo(ZooAttack):
+    """ART's ZOO with the perturbation kept in the box, as in the paper.
+
+    ART 1.20 adds its accumulated noise to the previous iterate instead of to the original (so the iterate
+    drifts by the sum of every past noise), and clips the noise itself, not the image, to [0, 1] (so no pixel
+    can get darker, and images leave [0, 1]). Here the iterate is original + noise, with the noise kept so the
+    image stays in [0, 1]; finite-difference probes a step past the box are clipped, since the API takes
+    images only.
+    """
+
+    def _generate_bss(self, x_batch, y_batch, c_batch):
+        self._x_orig = x_batch.reshape(-1)
+        return super()._generate_bss(x_batch, y_batch, c_batch)
+
+    def _optimizer(self, x, targets, c_batch):
+        return super()._optimizer(self._x_orig.reshape(x.shape), targets, c_batch)
+
+    def _optimizer_adam_coordinate(self, losses, index, mean, var, current_noise, learning_rate, adam_epochs, proj):
+        noise = super()._optimizer_adam_coordinate(
+            losses, index, mean, var, current_noise, learning_rate, adam_epochs, proj=False
+        ).reshape(-1)
+        noise[index] = np.clip(noise[index], -self._x_orig[index], 1.0 - self._x_orig[index])
+        return noise.reshape(current_noise.shape)
+
+    def _loss(self, x, x_adv, target, c_weight):
+        return super()._loss(x, np.clip(x_adv, 0.0, 1.0), target, c_weight)

@@ -1,0 +1,81 @@
+"""Wall time of each attack on the demo set (digits, the CNN judge, eps 0.1 L-inf / 1.0 L2), through the real
+runner, under the access its threat model needs. The judge and surrogate are trained (or loaded) once before
+the clock starts. Printed, never asserted.
+    python bench/attack_walltime.py [--quick] [--n-examples 200] [--budget 1000] [--threads N] [attack ...]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class
+
+from experiments.config import compose_config, group_options
+
+# The access each threat model is run under; query attacks get the demo's largest budget.
+ACCESS = {
+    "white_box": ["access=open"],
+    "transfer": ["access=hidden_label"],
+    "score_based": ["access=hidden_probabilities"],
+    "decision_based": ["access=hidden_label"],
+    "hybrid": ["access=hidden_probabilities"],
+}
+QUERY_THREAT_MODELS = ("score_based", "decision_based", "hybrid")
+
+
+def config_for(attack: str, n_examples: int, budget: int):
+    threat_model = get_class(compose_config([f"attack={attack}"]).attack._target_).threat_model
+    if threat_model not in ACCESS:
+        raise SystemExit(f"attack={attack}: threat model {threat_model!r} has no access policy in this bench")
+    overrides = [f"attack={attack}", *ACCESS[threat_model], f"n_examples={n_examples}"]
+    if threat_model in QUERY_THREAT_MODELS:
+        overrides.append(f"access.budget={budget}")
+    return threat_model, compose_config(overrides)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("attacks", nargs="*", help="attack options (default: every conf/attack yaml)")
+    parser.add_argument("--n-examples", type=int, default=200, help="evaluation examples (the demo's 200)")
+    parser.add_argument("--budget", type=int, default=1000, help="queries per example for query attacks")
+    parser.add_argument("--quick", action="store_true", help="40 examples, budget 100: a minute or two")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--cold", action="store_true", help="a fresh model cache (default: GAVEL_CACHE_DIR's)")
+    args = parser.parse_args()
+    if args.quick:
+        args.n_examples, args.budget = 40, 100
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    attacks = args.attacks or group_options("attack")
+    logging.disable(logging.INFO)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        if args.cold:
+            os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
+        from experiments import runner  # after MLflow's store is chosen
+
+        runner.run(compose_config(["attack=transfer_pgd", "access=hidden_label", "n_examples=1"]))  # train once
+        print(f"attack wall time on digits, {args.n_examples} examples, budget {args.budget} for query attacks, "
+              f"{torch.get_num_threads()} torch threads")
+        for attack in attacks:
+            threat_model, cfg = config_for(attack, args.n_examples, args.budget)
+            start = time.perf_counter()
+            try:
+                metrics = runner.run(cfg)
+            except Exception as error:  # one attack that fails should not hide the others' times
+                print(f"  {attack:<20} {threat_model:<15} failed: {type(error).__name__}: {error}")
+                continue
+            seconds = time.perf_counter() - start
+            print(f"  {attack:<20} {threat_model:<15} {seconds:7.1f} s  "
+                  f"success {metrics['attack_success_rate']:.3f} of {int(metrics['n_attacked'])}  "
+                  f"queries/example {metrics['queries_mean']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The white-box catalogue and the transfer variants: within eps in their norm, fooling the judge on some
+examples, no query for white box and exactly one per example for transfer, targeted where supported."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.autoattack import AutoAttack
+from attacks.base import distances
+from attacks.carlini_wagner_l2 import CarliniWagnerL2
+from attacks.client import AttackerClient
+from attacks.deepfool import DeepFool
+from attacks.fgsm import FGSM
+from attacks.pgd_l2 import PGDL2
+from attacks.transfer_difgsm import InputDiversity, TransferDIFGSM
+from attacks.transfer_mifgsm import TransferMIFGSM
+from experiments.config import compose_config
+from targets.datasets import load_dataset
+from targets.oracle import AccessPolicy, Oracle
+from targets.training import ModelSpec, get_or_train, predict_labels
+
+# Each attack at its yaml defaults but eps, so a broken attack (one that returns the originals) fails here.
+WHITE_BOX = {
+    "fgsm": lambda **kw: FGSM(eps=0.2, **kw),
+    "pgd_l2": lambda **kw: PGDL2(eps=1.0, **kw),
+    "carlini_wagner_l2": lambda **kw: CarliniWagnerL2(eps=1.0, **kw),
+    "deepfool": lambda **kw: DeepFool(eps=1.0, **kw),
+    "autoattack": lambda **kw: AutoAttack(eps=0.2, **kw),
+}
+TRANSFER = {
+    "transfer_mifgsm": lambda **kw: TransferMIFGSM(eps=0.2, **kw),
+    "transfer_difgsm": lambda **kw: TransferDIFGSM(eps=0.2, **kw),
+}
+TARGET = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The batches here are tiny: on two shared cores torch's intra-op threads cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def judge_and_data():
+    cfg = compose_config([])
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
+    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+    x, y = data.eval.x[:40], data.eval.y[:40]
+    correct = predict_labels(judge, x) == y
+    return judge, data, x[correct][:10], y[correct][:10]
+
+
+class RowCounter:
+    """Counts every row the judge's forward evaluates."""
+
+    def __init__(self, model) -> None:
+        self.rows = 0
+        self.handle = model.register_forward_hook(self.hook)
+
+    def hook(self, module, inputs, output) -> None:
+        self.rows += inputs[0].shape[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def oracle_for(judge, data, weights: str, budget=None) -> Oracle:
+    return Oracle(
+        judge, AccessPolicy(weights, "label", budget), input_shape=data.input_shape, n_classes=data.n_classes
+    )
+
+
+def check_in_ball(attack, x_adv: np.ndarray, x: np.ndarray) -> None:
+    assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert distances(x_adv, x, attack.norm).max() <= attack.eps + 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(WHITE_BOX))
+def test_white_box_attacks_fool_within_eps_without_a_query(judge_and_data, name):
+    judge, data, x, y = judge_and_data
+    attack = WHITE_BOX[name]()
+    oracle = oracle_for(judge, data, "open")
+    result = attack.run(AttackerClient(oracle), x, y)
+    check_in_ball(attack, result.x_adv, x)
+    assert oracle.queries_total == 0 and not oracle.ledger
+    assert result.queries.tolist() == [0] * len(x) and not result.budget_exhausted.any()
+    assert attack.goal.fooled(predict_labels(judge, result.x_adv), y).any()
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFER))
+@pytest.mark.parametrize("output", ["label", "probabilities"])
+def test_transfer_variants_submit_each_example_once(judge_and_data, name, output):
+    judge, data, x, y = judge_and_data
+    attack = TRANSFER[name]()
+    oracle = Oracle(
+        judge, AccessPolicy("hidden", output, 1), input_shape=data.input_shape, n_classes=data.n_classes
+    )
+    with RowCounter(judge) as counter:
+        result = attack.run(AttackerClient(oracle), x, y, surrogate=copy.deepcopy(judge))
+    assert counter.rows == oracle.queries_total == len(x)
+    assert result.queries.tolist() == [1] * len(x)
+    check_in_ball(attack, result.x_adv, x)
+    # the surrogate is the judge's twin here, so the transfer must land somewhere and be seen doing so
+    fooled = attack.goal.fooled(predict_labels(judge, result.x_adv), y)
+    assert fooled.any()
+    assert np.array_equal(result.queries_to_success == 1, fooled)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd_l2", "carlini_wagner_l2", "transfer_mifgsm"])
+def test_targeted_mode_forces_the_target_verdict(judge_and_data, name):
+    judge, data, x, y = judge_and_data
+    keep = y != TARGET
+    x, y = x[keep], y[keep]
+    attack = {**WHITE_BOX, **TRANSFER}[name](targeted=True, target_class=TARGET)
+    weights = "open" if attack.threat_model == "white_box" else "hidden"
+    result = attack.run(AttackerClient(oracle_for(judge, data, weights)), x, y, surrogate=copy.deepcopy(judge))
+    check_in_ball(attack, result.x_adv, x)
+    assert (predict_labels(judge, result.x_adv) == TARGET).any()
+
+
+@pytest.mark.parametrize("name", ["deepfool", "autoattack"])
+def test_untargeted_only_attacks_refuse_a_target(name):
+    with pytest.raises(ValueError, match="no targeted mode"):
+        WHITE_BOX[name](targeted=True, target_class=TARGET)
+
+
+@pytest.mark.parametrize("make", [DeepFool, CarliniWagnerL2], ids=["deepfool", "carlini_wagner_l2"])
+def test_min_norm_attacks_are_projected_onto_the_ball(judge_and_data, make):
+    """DeepFool and C&W have no eps of their own: with a tiny eps what they find is scaled back onto the ball
+    with a huge one it is kept as found (and does)."""
+    judge, data, x, y = judge_and_data
+    client = AttackerClient(oracle_for(judge, data, "open"))
+    tight = make(eps=0.05).run(client, x, y).x_adv
+    radius = distances(tight, x, "2")
+    # on the surface, but where clipping into [0, 1] takes a little off
+    assert radius.max() <= 0.05 + 1e-5 and np.median(radius) == pytest.approx(0.05, rel=1e-3)
+    loose = make(eps=100.0).run(client, x, y).x_adv
+    assert (predict_labels(judge, loose) != y).all()
+    assert distances(loose, x, "2").max() < 3.0
+
+
+def test_input_diversity_is_seeded_and_differentiable(judge_and_data):
+    judge, data, x, y = judge_and_data
+    client = AttackerClient(oracle_for(judge, data, "hidden"))
+    runs = [TransferDIFGSM(eps=0.1, seed=s).run(client, x, y, surrogate=copy.deepcopy(judge)).x_adv for s in (0, 0, 1)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    inputs = torch.from_numpy(x).requires_grad_()
+    always = InputDiversity(judge, prob=1.0, resize_ratio=1.25)
+    always(inputs).sum().backward()
+    assert inputs.grad.abs().sum() > 0
+    never = InputDiversity(judge, prob=0.0, resize_ratio=1.25)
+    torch.testing.assert_close(never(inputs), judge(inputs))
+
+
+def test_momentum_is_art_only():
+    with pytest.raises(ValueError, match="attack.backend"):
+        TransferMIFGSM(eps=0.1, backend="foolbox")
