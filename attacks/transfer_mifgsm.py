@@ -1,8 +1,8 @@
 """Transfer attack MI-FGSM (Dong et al., 2018): momentum iterative FGSM L-inf crafted on the attacker's
 surrogate (ART's PGD with `decay`), each result submitted once through the Oracle.
 
-Momentum steadies the update direction across steps, so the result overfits the surrogate's decision
-boundary less and transfers to the judge more often than plain PGD.
+Momentum steadies the update direction across steps; Dong et al. find the result overfits the surrogate's
+decision boundary less and transfers better than iterative FGSM's (on the digits CNN it does not beat PGD).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class TransferMIFGSM(TransferPGD):
         **common,
     ) -> None:
         # None: eps / max_iter, so the steps add up to eps (Dong et al., 2018), whatever eps is
-        eps_step = eps / max_iter if eps_step is None else eps_step
+        eps_step = eps / max(max_iter, 1) if eps_step is None else eps_step
         super().__init__(eps=eps, eps_step=eps_step, max_iter=max_iter, num_random_init=num_random_init, **common)
         if self.backend != "art":
             raise ValueError(f"attack.backend={self.backend!r}: {type(self).__name__} needs momentum; allowed: art")

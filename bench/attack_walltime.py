@@ -1,7 +1,8 @@
 """Wall time of each attack on the demo set (digits, the CNN judge, eps 0.1 L-inf / 1.0 L2), through the real
 runner, under the access its threat model needs. The judge and surrogate are trained (or loaded) once before
 the clock starts. Printed, never asserted.
-    python bench/attack_walltime.py [--quick] [--n-examples 200] [--budget 1000] [--threads N] [attack ...]
+    python bench/attack_walltime.py [--quick] [--n-examples 200] [--budget 1000] [--threads N]
+        [--override attack.backend=foolbox ...] [attack ...]
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from experiments.config import compose_config, group_options
 
@@ -28,13 +30,16 @@ ACCESS = {
 QUERY_THREAT_MODELS = ("score_based", "decision_based", "hybrid")
 
 
-def config_for(attack: str, n_examples: int, budget: int):
-    threat_model = get_class(compose_config([f"attack={attack}"]).attack._target_).threat_model
+def config_for(attack: str, n_examples: int, budget: int, extra: list[str]):
+    """The attack's config under its threat model's access; `extra` overrides apply where the attack has the key."""
+    defaults = compose_config([f"attack={attack}"])
+    threat_model = get_class(defaults.attack._target_).threat_model
     if threat_model not in ACCESS:
         raise SystemExit(f"attack={attack}: threat model {threat_model!r} has no access policy in this bench")
     overrides = [f"attack={attack}", *ACCESS[threat_model], f"n_examples={n_examples}"]
     if threat_model in QUERY_THREAT_MODELS:
         overrides.append(f"access.budget={budget}")
+    overrides += [o for o in extra if OmegaConf.select(defaults, o.split("=", 1)[0]) is not None]
     return threat_model, compose_config(overrides)
 
 
@@ -46,6 +51,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 examples, budget 100: a minute or two")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--cold", action="store_true", help="a fresh model cache (default: GAVEL_CACHE_DIR's)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override, applied to the attacks that have the key (repeatable)")
     args = parser.parse_args()
     if args.quick:
         args.n_examples, args.budget = 40, 100
@@ -62,9 +69,9 @@ def main() -> None:
 
         runner.run(compose_config(["attack=transfer_pgd", "access=hidden_label", "n_examples=1"]))  # train once
         print(f"attack wall time on digits, {args.n_examples} examples, budget {args.budget} for query attacks, "
-              f"{torch.get_num_threads()} torch threads")
+              f"{torch.get_num_threads()} torch threads {' '.join(args.override)}")
         for attack in attacks:
-            threat_model, cfg = config_for(attack, args.n_examples, args.budget)
+            threat_model, cfg = config_for(attack, args.n_examples, args.budget, args.override)
             start = time.perf_counter()
             try:
                 metrics = runner.run(cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from hydra.utils import get_class
 
 from experiments.config import compose_config
@@ -16,6 +17,15 @@ ACCESS_FOR = {
     "decision_based": ["access=hidden_label", "access.budget=40"],
 }
 TINY = ["n_examples=8"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The judges are small: one thread is as fast on an idle machine and far faster on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +44,12 @@ def isolated_stores(tmp_path_factory):
 
 
 def threat_model_of(attack: str) -> str:
-    return get_class(compose_config([f"attack={attack}"]).attack._target_).threat_model
+    """The attack's threat model; for a hybrid attacker, its query stage's (which decides the access it needs)."""
+    from experiments.validation import constructor_kwargs
+
+    node = compose_config([f"attack={attack}"]).attack
+    instance = get_class(node._target_)(**constructor_kwargs(node))
+    return instance.query_attack.threat_model if instance.threat_model == "hybrid" else instance.threat_model
 
 
 # Attack hyperparameters shrunk for the smoke tests, applied to whichever of them an attack has.

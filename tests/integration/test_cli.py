@@ -71,9 +71,8 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
 
 
 def preset_jobs(name: str) -> list[list[str]]:
-    from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
-
     from experiments.config import compose_config
+    from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
 
     sweeper = compose_config([f"experiment={name}"], return_hydra_config=True).hydra.sweeper
     return expand_grid([dict(block) for block in sweeper.grid], {}, [f"experiment={name}"])

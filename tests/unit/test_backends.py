@@ -179,6 +179,23 @@ def test_foolbox_hopskipjump_walks_back_from_a_given_adversarial_start(judge_and
     assert len(asked) == oracle.queries_total == int(result.queries.sum()) <= 100
 
 
+def test_the_foolbox_backend_never_calls_arts_attack(judge_and_data, monkeypatch):
+    judge, data, x, y = judge_and_data
+    x, y = x[:5], y[:5]
+
+    def art_was_called(*args, **kwargs):
+        raise AssertionError("attack.backend=foolbox ran ART's attack")
+
+    monkeypatch.setattr("attacks.pgd.ProjectedGradientDescent", art_was_called)
+    monkeypatch.setattr("attacks.hopskipjump._SeededHopSkipJump", art_was_called)
+    PGD(eps=0.1, max_iter=3, backend="foolbox").run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+    HopSkipJump(eps=0.1, max_iter=2, init_eval=5, max_eval=10, backend="foolbox").run(
+        AttackerClient(oracle_for(judge, data, "hidden", 30)), x, y
+    )
+    with pytest.raises(AssertionError, match="ran ART's attack"):
+        PGD(eps=0.1, max_iter=3).run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+
+
 @pytest.mark.parametrize("attack", ["pgd", "transfer_pgd", "pgd_l2", "hopskipjump"])
 def test_an_unknown_backend_is_refused_naming_the_key(attack):
     access = ACCESS_FOR[threat_model_of(attack)]

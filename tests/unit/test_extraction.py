@@ -1,7 +1,6 @@
 """Model extraction: every labelling query is an Oracle query, within the attack's budget and accounts."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
