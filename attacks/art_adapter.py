@@ -7,6 +7,7 @@ methods raise `AccessDenied` unless the judge's weights are open.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -51,13 +52,13 @@ class OracleClassifier(BlackBoxClassifierNeuralNetwork):
             nb_classes=session.client.n_classes,
             clip_values=(0.0, 1.0),
         )
-        self._client = session.client
+        self.client = session.client
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
-        return white_box_estimator(self._client).loss_gradient(x, y, **kwargs)
+        return white_box_estimator(self.client).loss_gradient(x, y, **kwargs)
 
     def class_gradient(self, x: np.ndarray, label=None, **kwargs) -> np.ndarray:
-        return white_box_estimator(self._client).class_gradient(x, label=label, **kwargs)
+        return white_box_estimator(self.client).class_gradient(x, label=label, **kwargs)
 
 
 class AttackerDone(Exception):
@@ -100,6 +101,9 @@ class QuerySession:
         x = np.asarray(x, dtype=np.float32)
         if self.submit is not None:
             x = self.submit(x)
+        # The API takes inputs in [0, 1]; a library step that overshoots by a rounding error is clipped on
+        # the attacker's side rather than refused.
+        x = np.clip(x, 0.0, 1.0)
         keys = [row.tobytes() for row in x]
         to_buy: dict[bytes, int] = {}
         for i, key in enumerate(keys):
@@ -145,3 +149,20 @@ def seed_global_rngs(*seed: int) -> None:
     np.random.seed(value)
     random.seed(value)
     torch.manual_seed(value)
+
+
+class _GlobalSeededRandomState(np.random.RandomState):
+    def __init__(self, seed=None) -> None:
+        super().__init__(np.random.randint(2**31) if seed is None else seed)
+
+
+@contextmanager
+def seeded_random_states():
+    """Within it, `np.random.RandomState()` without a seed (which some ART attacks create, so that no two runs
+    agree) draws its seed from numpy's global generator, which the attack seeds per example."""
+    original = np.random.RandomState
+    np.random.RandomState = _GlobalSeededRandomState
+    try:
+        yield
+    finally:
+        np.random.RandomState = original

@@ -1,13 +1,12 @@
 """HopSkipJump (Chen et al., 2020), decision-based, from ART or foolbox."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
 from foolbox.attacks import HopSkipJumpAttack, LinearSearchBlendedUniformNoiseAttack
 
 from attacks import foolbox_adapter
+from attacks.art_adapter import seeded_random_states
 from attacks.query_attack import QueryAttack
 
 FOOLBOX_BLEND_STEPS = 50
@@ -69,20 +68,5 @@ class _SeededHopSkipJump(ArtHopSkipJump):
     here that generator is seeded from numpy's global one, which the attack seeds per example."""
 
     def _init_sample(self, *args, **kwargs):
-        with _unseeded_random_states_drawn_from_global_rng():
+        with seeded_random_states():
             return super()._init_sample(*args, **kwargs)
-
-
-class _GlobalSeededRandomState(np.random.RandomState):
-    def __init__(self, seed=None) -> None:
-        super().__init__(np.random.randint(2**31) if seed is None else seed)
-
-
-@contextmanager
-def _unseeded_random_states_drawn_from_global_rng():
-    original = np.random.RandomState
-    np.random.RandomState = _GlobalSeededRandomState
-    try:
-        yield
-    finally:
-        np.random.RandomState = original

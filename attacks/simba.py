@@ -41,7 +41,7 @@ class SimBA(QueryAttack):
 def _probabilities(estimator) -> BlackBoxClassifierNeuralNetwork:
     """ART's SimBA refuses scores that are not probabilities; an attacker handed logits applies the softmax
     itself, on its side of the API."""
-    if estimator._client.policy.output != "logits":
+    if estimator.client.policy.output != "logits":
         return estimator
 
     def predict(x: np.ndarray) -> np.ndarray:

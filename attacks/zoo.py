@@ -16,16 +16,14 @@ class Zoo(QueryAttack):
         self,
         *,
         eps: float,
-        max_iter: int = 1000,
+        max_iter: int = 100,
         nb_parallel: int = 8,
-        learning_rate: float = 0.1,
-        initial_const: float = 10.0,
+        learning_rate: float = 0.05,
+        initial_const: float = 100.0,
         binary_search_steps: int = 1,
         confidence: float = 0.0,
-        variable_h: float = 1e-3,
-        abort_early: bool = True,
-        use_resize: bool = False,
-        use_importance: bool = False,
+        variable_h: float = 1e-4,
+        abort_early: bool = False,
         **common,
     ) -> None:
         super().__init__(eps=eps, **common)
@@ -37,22 +35,27 @@ class Zoo(QueryAttack):
         self.confidence = confidence
         self.variable_h = variable_h
         self.abort_early = abort_early
-        self.use_resize = use_resize
-        self.use_importance = use_importance
 
     def art_attack(self, estimator, budget):
+        # Each iteration asks for 2 * nb_parallel finite-difference probes and the new iterate: an attacker
+        # who knows its budget spreads it over the binary-search steps.
+        nb_parallel = min(self.nb_parallel, int(np.prod(estimator.input_shape)))
+        max_iter = self.max_iter
+        if budget is not None:
+            max_iter = min(max_iter, max(1, budget // (self.binary_search_steps * (2 * nb_parallel + 1))))
         return _BoxedZoo(
             estimator,
             confidence=self.confidence,
             targeted=self.targeted,
             learning_rate=self.learning_rate,
-            max_iter=self.max_iter,
+            max_iter=max_iter,
             binary_search_steps=self.binary_search_steps,
             initial_const=self.initial_const,
             abort_early=self.abort_early,
-            use_resize=self.use_resize,
-            use_importance=self.use_importance,
-            nb_parallel=min(self.nb_parallel, int(np.prod(estimator.input_shape))),
+            # ART's resizing (to 32x32, then 64 and 128) and its importance sampling are for larger images
+            use_resize=False,
+            use_importance=False,
+            nb_parallel=nb_parallel,
             variable_h=self.variable_h,
             verbose=False,
         )

@@ -79,7 +79,8 @@ def preset_jobs(name: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(
-    "preset, n_jobs", [("hiding_vs_ratelimit", 8), ("transfer_knowledge", 7), ("extraction_budget", 15)]
+    "preset, n_jobs",
+    [("hiding_vs_ratelimit", 8), ("transfer_knowledge", 7), ("extraction_budget", 15), ("budget_curve", 28)],
 )
 def test_every_job_of_every_preset_composes_and_validates(preset, n_jobs):
     from experiments.config import compose_config

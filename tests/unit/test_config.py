@@ -77,7 +77,7 @@ def test_unknown_attack_parameter_is_named():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["attack=foo"], "attack=foo: unknown option; allowed: hopskipjump, pgd, square, transfer_pgd"),
+        (["attack=foo"], "attack=foo: unknown option; allowed: autoattack, boundary, .*, hopskipjump, .*, zoo"),
         (["attack=pgd,nope"], "attack=nope: unknown option; allowed:"),
         (["access.foo=1"], "access.foo: no such key; allowed keys under access: weights, output, budget"),
         (["n_example=3"], "n_example: no such key; allowed keys at the top level: "),
