@@ -43,6 +43,14 @@ def isolated_stores(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def digits(isolated_stores):
+    """The default config's digits data, judge and surrogate (`accounting.Digits`), from the session's cache."""
+    from accounting import Digits
+
+    return Digits.load(compose_config([]))
+
+
 def threat_model_of(attack: str) -> str:
     """The attack's threat model; for a hybrid attacker, its query stage's (which decides the access it needs)."""
     from experiments.validation import constructor_kwargs

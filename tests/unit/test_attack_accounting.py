@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 import pytest
+from accounting import RowCounter, attackable, make_client, make_oracle
 from art.attacks.evasion import FastGradientMethod
 from art.exceptions import EstimatorError
 
@@ -15,10 +16,7 @@ from attacks.hopskipjump import HopSkipJump
 from attacks.pgd import PGD
 from attacks.square import Square
 from attacks.transfer_pgd import TransferPGD
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessDenied, AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.oracle import AccessDenied
 
 QUERY_ATTACKS = {
     "square": (lambda: Square(eps=0.1, max_iter=200), "probabilities"),
@@ -29,37 +27,8 @@ QUERY_ATTACKS = {
 
 
 @pytest.fixture(scope="module")
-def judge_and_data():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
-    x, y = data.eval.x[:40], data.eval.y[:40]
-    correct = predict_labels(judge, x) == y
-    return judge, data, x[correct][:10], y[correct][:10]
-
-
-class RowCounter:
-    """Counts every row the judge's forward evaluates."""
-
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += inputs[0].shape[0]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
-def oracle_for(judge, data, output: str, budget, weights="hidden", **limits) -> Oracle:
-    return Oracle(
-        judge, AccessPolicy(weights, output, budget, **limits), input_shape=data.input_shape, n_classes=data.n_classes
-    )
+def judge_and_data(digits):
+    return digits.judge, digits.data, *attackable(digits.judge, digits.data, 40, 10)
 
 
 @pytest.mark.parametrize("name", sorted(QUERY_ATTACKS))
@@ -67,7 +36,7 @@ def oracle_for(judge, data, output: str, budget, weights="hidden", **limits) -> 
 def test_query_attacks_never_exceed_the_budget_and_counts_are_exact(judge_and_data, name, budget):
     judge, data, x, y = judge_and_data
     make, output = QUERY_ATTACKS[name]
-    oracle = oracle_for(judge, data, output, budget)
+    oracle = make_oracle(judge, data, output=output, budget=budget)
     with RowCounter(judge) as counter:
         result = make().run(AttackerClient(oracle), x, y)
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
@@ -86,15 +55,15 @@ def test_a_larger_budget_replays_the_smaller_one(judge_and_data, name):
     the small budget is seen at the same query with the large one."""
     judge, data, x, y = judge_and_data
     make, output = QUERY_ATTACKS[name]
-    small = make().run(AttackerClient(oracle_for(judge, data, output, 20)), x, y)
-    large = make().run(AttackerClient(oracle_for(judge, data, output, 200)), x, y)
+    small = make().run(make_client(judge, data, output=output, budget=20), x, y)
+    large = make().run(make_client(judge, data, output=output, budget=200), x, y)
     seen_small = small.queries_to_success > 0
     np.testing.assert_array_equal(small.queries_to_success[seen_small], large.queries_to_success[seen_small])
 
 
 def test_unlimited_budget_runs_to_the_attacks_own_limit(judge_and_data):
     judge, data, x, y = judge_and_data
-    oracle = oracle_for(judge, data, "probabilities", None)
+    oracle = make_oracle(judge, data, output="probabilities")
     with RowCounter(judge) as counter:
         result = Square(eps=0.1, max_iter=30).run(AttackerClient(oracle), x, y)
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
@@ -104,7 +73,7 @@ def test_unlimited_budget_runs_to_the_attacks_own_limit(judge_and_data):
 @pytest.mark.parametrize("output", ["logits", "probabilities", "label"])
 def test_transfer_submits_each_example_once(judge_and_data, output):
     judge, data, x, y = judge_and_data
-    oracle = oracle_for(judge, data, output, 1)
+    oracle = make_oracle(judge, data, output=output, budget=1)
     with RowCounter(judge) as counter:
         result = TransferPGD(eps=0.1, max_iter=5).run(AttackerClient(oracle), x, y, surrogate=copy.deepcopy(judge))
     assert counter.rows == oracle.queries_total == len(x)
@@ -113,16 +82,16 @@ def test_transfer_submits_each_example_once(judge_and_data, output):
 
 def test_white_box_sends_no_queries_and_needs_open_weights(judge_and_data):
     judge, data, x, y = judge_and_data
-    open_client = AttackerClient(oracle_for(judge, data, "logits", None, weights="open"))
+    open_client = make_client(judge, data, output="logits", weights="open")
     result = PGD(eps=0.1, max_iter=5).run(open_client, x, y)
     assert result.queries.sum() == 0
     with pytest.raises(AccessDenied, match="access.weights=hidden"):
-        PGD(eps=0.1, max_iter=5).run(AttackerClient(oracle_for(judge, data, "logits", None)), x, y)
+        PGD(eps=0.1, max_iter=5).run(make_client(judge, data, output="logits"), x, y)
 
 
 def test_art_gradient_attacks_cannot_reach_a_hidden_judge_through_the_oracle(judge_and_data):
     judge, data, x, y = judge_and_data
-    oracle = oracle_for(judge, data, "probabilities", None)
+    oracle = make_oracle(judge, data, output="probabilities")
     session = QuerySession(AttackerClient(oracle), 0, x[0], int(y[0]), Goal(0.1), reuse_answers=True)
     estimator = OracleClassifier(session)
     with pytest.raises(AccessDenied):

@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 import pytest
-import torch
+from accounting import RowCounter, attackable, make_client, make_oracle
 from conftest import ACCESS_FOR, threat_model_of
 
 from attacks.client import AttackerClient
@@ -16,9 +16,7 @@ from attacks.pgd_l2 import PGDL2
 from attacks.transfer_pgd import TransferPGD
 from experiments.config import compose_config
 from experiments.validation import ConfigError, validate
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.training import predict_labels
 
 # Measured on these 60 examples (seeds 0-3): white-box PGD L-inf at eps 0.1 succeeds on 0.35-0.38 with
 # either library, at most 2 examples apart. Both run the same algorithm, only their random starts differ.
@@ -30,47 +28,9 @@ HSJ_TOLERANCE = 0.15
 HSJ_EPS, HSJ_BUDGET = 0.2, 200
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """foolbox's HopSkipJump asks one row at a time: on two shared cores torch's threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def judge_and_data():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
-    x, y = data.eval.x[:100], data.eval.y[:100]
-    correct = predict_labels(judge, x) == y
-    return judge, data, x[correct][:60], y[correct][:60]
-
-
-class RowCounter:
-    """Counts every row the judge's forward evaluates."""
-
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += inputs[0].shape[0]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
-def oracle_for(judge, data, weights: str, budget=None, output="label") -> Oracle:
-    return Oracle(
-        judge, AccessPolicy(weights, output, budget), input_shape=data.input_shape, n_classes=data.n_classes
-    )
+def judge_and_data(digits):
+    return digits.judge, digits.data, *attackable(digits.judge, digits.data, 100, 60)
 
 
 def success_rate(judge, attack, result, x, y) -> float:
@@ -83,7 +43,7 @@ def test_white_box_pgd_success_agrees_across_backends(judge_and_data):
     rates = {}
     for backend in ("art", "foolbox"):
         attack = PGD(eps=0.1, backend=backend)
-        result = attack.run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+        result = attack.run(make_client(judge, data, weights="open"), x, y)
         assert np.abs(result.x_adv - x).max() <= 0.1 + 1e-6
         rates[backend] = success_rate(judge, attack, result, x, y)
     assert rates["art"] > 0.2
@@ -94,18 +54,18 @@ def test_foolbox_pgd_l2_and_targeted_stay_in_the_ball_and_fool(judge_and_data):
     judge, data, x, y = judge_and_data
     x, y = x[:20], y[:20]
     attack = PGDL2(eps=1.0, max_iter=10, backend="foolbox")
-    result = attack.run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+    result = attack.run(make_client(judge, data, weights="open"), x, y)
     assert np.sqrt(((result.x_adv - x) ** 2).reshape(len(x), -1).sum(axis=1)).max() <= 1.0 + 1e-5
     assert success_rate(judge, attack, result, x, y) > 0.5
     keep = y != 3
     targeted = PGD(eps=0.2, backend="foolbox", targeted=True, target_class=3)
-    result = targeted.run(AttackerClient(oracle_for(judge, data, "open")), x[keep], y[keep])
+    result = targeted.run(make_client(judge, data, weights="open"), x[keep], y[keep])
     assert (predict_labels(judge, result.x_adv) == 3).any()
 
 
 def test_foolbox_transfer_pgd_submits_each_example_once(judge_and_data):
     judge, data, x, y = judge_and_data
-    oracle = oracle_for(judge, data, "hidden", budget=1)
+    oracle = make_oracle(judge, data, budget=1)
     surrogate = copy.deepcopy(judge)
     with RowCounter(judge) as counter:
         result = TransferPGD(eps=0.1, max_iter=5, backend="foolbox").run(
@@ -119,7 +79,7 @@ def test_hopskipjump_success_at_a_fixed_budget_agrees_across_backends(judge_and_
     rates = {}
     for backend in ("art", "foolbox"):
         attack = HopSkipJump(eps=HSJ_EPS, backend=backend)
-        oracle = oracle_for(judge, data, "hidden", HSJ_BUDGET)
+        oracle = make_oracle(judge, data, budget=HSJ_BUDGET)
         with RowCounter(judge) as counter:
             result = attack.run(AttackerClient(oracle), x, y)
         assert counter.rows == oracle.queries_total == int(result.queries.sum())
@@ -134,7 +94,7 @@ def test_hopskipjump_success_at_a_fixed_budget_agrees_across_backends(judge_and_
 def test_foolbox_hopskipjump_is_counted_exactly_by_the_oracle(judge_and_data, budget, reuse_answers):
     judge, data, x, y = judge_and_data
     x, y = x[:10], y[:10]
-    oracle = oracle_for(judge, data, "hidden", budget)
+    oracle = make_oracle(judge, data, budget=budget)
     attack = HopSkipJump(eps=0.1, init_eval=10, max_eval=40, reuse_answers=reuse_answers, backend="foolbox")
     with RowCounter(judge) as counter:
         result = attack.run(AttackerClient(oracle), x, y)
@@ -151,8 +111,8 @@ def test_foolbox_hopskipjump_stops_at_the_first_success_and_replays_with_a_large
     judge, data, x, y = judge_and_data
     x, y = x[:10], y[:10]
     attack = HopSkipJump(eps=0.3, init_eval=10, max_eval=40, backend="foolbox")
-    small = attack.run(AttackerClient(oracle_for(judge, data, "hidden", 60)), x, y)
-    large = attack.run(AttackerClient(oracle_for(judge, data, "hidden", 400)), x, y)
+    small = attack.run(make_client(judge, data, budget=60), x, y)
+    large = attack.run(make_client(judge, data, budget=400), x, y)
     seen = large.queries_to_success > 0
     assert seen.any()
     # the attacker stops at the first answer that shows the judge fooled: nothing is bought after it
@@ -165,18 +125,14 @@ def test_foolbox_hopskipjump_walks_back_from_a_given_adversarial_start(judge_and
     """A hybrid attacker hands HopSkipJump an input that already fools the judge: foolbox starts from it
     (its first question) instead of searching for a start of its own."""
     judge, data, x, y = judge_and_data
-    starts = PGDL2(eps=3.0, max_iter=20, eps_step=0.3).run(AttackerClient(oracle_for(judge, data, "open")), x, y).x_adv
+    starts = PGDL2(eps=3.0, max_iter=20, eps_step=0.3).run(make_client(judge, data, weights="open"), x, y).x_adv
     i = int(np.flatnonzero(predict_labels(judge, starts) != y)[0])
-    asked = []
-    hook = judge.register_forward_hook(lambda module, inputs, output: asked.extend(inputs[0].detach().numpy()))
-    try:
-        oracle = oracle_for(judge, data, "hidden", 100)
-        attack = HopSkipJump(eps=0.1, init_eval=10, max_eval=40, backend="foolbox")
+    oracle = make_oracle(judge, data, budget=100)
+    attack = HopSkipJump(eps=0.1, init_eval=10, max_eval=40, backend="foolbox")
+    with RowCounter(judge) as asked:
         result = attack.run(AttackerClient(oracle), x[i : i + 1], y[i : i + 1], starts=[starts[i]])
-    finally:
-        hook.remove()
-    np.testing.assert_array_equal(asked[0], starts[i])
-    assert len(asked) == oracle.queries_total == int(result.queries.sum()) <= 100
+    np.testing.assert_array_equal(asked.inputs[0], starts[i])
+    assert len(asked.inputs) == oracle.queries_total == int(result.queries.sum()) <= 100
 
 
 def test_the_foolbox_backend_never_calls_arts_attack(judge_and_data, monkeypatch):
@@ -188,12 +144,12 @@ def test_the_foolbox_backend_never_calls_arts_attack(judge_and_data, monkeypatch
 
     monkeypatch.setattr("attacks.pgd.ProjectedGradientDescent", art_was_called)
     monkeypatch.setattr("attacks.hopskipjump._SeededHopSkipJump", art_was_called)
-    PGD(eps=0.1, max_iter=3, backend="foolbox").run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+    PGD(eps=0.1, max_iter=3, backend="foolbox").run(make_client(judge, data, weights="open"), x, y)
     HopSkipJump(eps=0.1, max_iter=2, init_eval=5, max_eval=10, backend="foolbox").run(
-        AttackerClient(oracle_for(judge, data, "hidden", 30)), x, y
+        make_client(judge, data, budget=30), x, y
     )
     with pytest.raises(AssertionError, match="ran ART's attack"):
-        PGD(eps=0.1, max_iter=3).run(AttackerClient(oracle_for(judge, data, "open")), x, y)
+        PGD(eps=0.1, max_iter=3).run(make_client(judge, data, weights="open"), x, y)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "transfer_pgd", "pgd_l2", "hopskipjump"])

@@ -2,22 +2,18 @@
 from __future__ import annotations
 
 import pytest
+from accounting import RowCounter, make_client
 from omegaconf import OmegaConf
 
-from attacks.client import AttackerClient
 from attacks.extraction import extract, label_allowance, query_set
 from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import SHARED, AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.oracle import SHARED
+from targets.training import predict_labels
 
 
 @pytest.fixture(scope="module")
-def setting():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-    return data, get_or_train(spec, data.judge, cfg.cache_dir).model
+def setting(digits):
+    return digits.data, digits.judge
 
 
 def surrogate_node(method: str, label_budget: int, **extraction):
@@ -26,28 +22,13 @@ def surrogate_node(method: str, label_budget: int, **extraction):
                                                                      "label_budget": label_budget, **extraction}})
 
 
-def client_for(judge, data, budget=None, planned=10, **limits):
-    policy = AccessPolicy("hidden", "label", budget, **limits)
-    client = AttackerClient(Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes))
-    client.plan(planned)
-    return client
-
-
-class RowCounter:
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(lambda m, i, o: setattr(self, "rows", self.rows + i[0].shape[0]))
-
-
 @pytest.mark.parametrize("method, extra", [("copycat", {}), ("knockoff", {}), ("jacobian", {"seed_size": 20})])
 def test_every_label_is_an_oracle_query_counted_exactly(setting, method, extra):
     data, judge = setting
-    client = client_for(judge, data)
-    counter = RowCounter(judge)
-    try:
+    client = make_client(judge, data)
+    client.plan(10)
+    with RowCounter(judge) as counter:
         surrogate, bought = extract(client, surrogate_node(method, 120, **extra), data.attacker, seed=1, device="cpu")
-    finally:
-        counter.handle.remove()
     assert bought == client.queries(SHARED) == counter.rows == client.oracle.queries_total
     assert bought == 120
     agreement = (predict_labels(surrogate, data.eval.x) == predict_labels(judge, data.eval.x)).mean()
@@ -56,7 +37,8 @@ def test_every_label_is_an_oracle_query_counted_exactly(setting, method, extra):
 
 def test_labels_come_out_of_the_same_budget_as_the_attack(setting):
     data, judge = setting
-    client = client_for(judge, data, budget=3, planned=10)  # 30 queries in all, 10 kept for the attack
+    client = make_client(judge, data, budget=3)
+    client.plan(10)  # 30 queries in all, 10 kept for the attack
     assert label_allowance(client, 1000, reserve=10) == 20
     _, bought = extract(client, surrogate_node("copycat", 1000), data.attacker, seed=1, device="cpu")
     assert bought == 20 == client.oracle.queries_total
@@ -65,7 +47,8 @@ def test_labels_come_out_of_the_same_budget_as_the_attack(setting):
 
 def test_labels_stay_within_the_accounts_quota(setting):
     data, judge = setting
-    client = client_for(judge, data, account_limit=25, accounts=2, planned=10)
+    client = make_client(judge, data, account_limit=25, accounts=2)
+    client.plan(10)
     _, bought = extract(client, surrogate_node("copycat", 1000), data.attacker, seed=1, device="cpu")
     assert bought == 2 * 25 - 10
     assert client.oracle.accounts_used == 2
@@ -73,7 +56,8 @@ def test_labels_stay_within_the_accounts_quota(setting):
 
 def test_nothing_left_to_buy_labels_with_is_an_error(setting):
     data, judge = setting
-    client = client_for(judge, data, budget=1, planned=10)
+    client = make_client(judge, data, budget=1)
+    client.plan(10)
     with pytest.raises(RuntimeError, match="nothing left to buy labels"):
         extract(client, surrogate_node("copycat", 100), data.attacker, seed=1, device="cpu")
 

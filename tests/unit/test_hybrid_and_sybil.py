@@ -5,59 +5,28 @@ import copy
 
 import numpy as np
 import pytest
+from accounting import RowCounter, attackable, make_client
 
-from attacks.client import AttackerClient
 from attacks.hybrid import Hybrid
 from attacks.square import Square
 from attacks.transfer_pgd import TransferPGD
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
 
 SQUARE = {"_target_": "attacks.square.Square", "max_iter": 1000, "p_init": 0.8}
 HSJ = {"_target_": "attacks.hopskipjump.HopSkipJump", "init_eval": 10, "max_eval": 40}
 
 
 @pytest.fixture(scope="module")
-def setting():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    judge = get_or_train(
-        ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes),
-        data.judge, cfg.cache_dir,
-    ).model
-    surrogate = get_or_train(
-        ModelSpec.from_config("surrogate", cfg.surrogate, 1, data.attacker, data.input_shape, data.n_classes),
-        data.attacker, cfg.cache_dir,
-    ).model
-    x, y = data.eval.x[:60], data.eval.y[:60]
-    right = predict_labels(judge, x) == y
-    return data, judge, surrogate, x[right][:24], y[right][:24]
-
-
-def client_for(judge, data, output, budget, **limits):
-    oracle = Oracle(judge, AccessPolicy("hidden", output, budget, **limits),
-                    input_shape=data.input_shape, n_classes=data.n_classes)
-    return AttackerClient(oracle)
-
-
-class RowCounter:
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(lambda m, i, o: setattr(self, "rows", self.rows + i[0].shape[0]))
+def setting(digits):
+    return digits.data, digits.judge, digits.surrogate, *attackable(digits.judge, digits.data, 60, 24)
 
 
 @pytest.mark.parametrize("query, output", [(SQUARE, "probabilities"), (HSJ, "label")])
 @pytest.mark.parametrize("budget", [1, 10, 60])
 def test_hybrid_never_exceeds_the_budget_across_both_stages(setting, query, output, budget):
     data, judge, surrogate, x, y = setting
-    client = client_for(judge, data, output, budget)
-    counter = RowCounter(judge)
-    try:
+    client = make_client(judge, data, output=output, budget=budget)
+    with RowCounter(judge) as counter:
         result = Hybrid(eps=0.1, query=query, max_iter=10).run(client, x, y, surrogate=surrogate)
-    finally:
-        counter.handle.remove()
     assert counter.rows == client.oracle.queries_total == int(result.queries.sum())
     assert result.queries.max() <= budget
     seen = result.queries_to_success > 0
@@ -68,9 +37,12 @@ def test_hybrid_never_exceeds_the_budget_across_both_stages(setting, query, outp
 def test_hybrid_keeps_every_success_plain_transfer_has(setting, query, output):
     """Its first transfer candidate is plain transfer's; the query stage only adds."""
     data, judge, surrogate, x, y = setting
-    transfer = TransferPGD(eps=0.1, max_iter=10).run(client_for(judge, data, output, 40), x, y, surrogate=surrogate)
-    hybrid = Hybrid(eps=0.1, query=query, max_iter=10).run(client_for(judge, data, output, 40), x, y,
-                                                          surrogate=surrogate)
+    transfer = TransferPGD(eps=0.1, max_iter=10).run(
+        make_client(judge, data, output=output, budget=40), x, y, surrogate=surrogate
+    )
+    hybrid = Hybrid(eps=0.1, query=query, max_iter=10).run(
+        make_client(judge, data, output=output, budget=40), x, y, surrogate=surrogate
+    )
     transferred = transfer.queries_to_success == 1
     assert np.all(hybrid.queries_to_success[transferred] == 1)
     assert (hybrid.queries_to_success > 0).sum() >= transferred.sum()
@@ -83,12 +55,9 @@ def test_hybrid_refuses_a_query_stage_that_cannot_start_from_a_transfer_example(
 
 def test_sybil_attacker_rotates_accounts_and_stops_when_all_are_spent(setting):
     data, judge, _, x, y = setting
-    client = client_for(judge, data, "probabilities", 50, account_limit=40, accounts=3)
-    counter = RowCounter(judge)
-    try:
+    client = make_client(judge, data, output="probabilities", budget=50, account_limit=40, accounts=3)
+    with RowCounter(judge) as counter:
         result = Square(eps=0.1).run(client, x, y)
-    finally:
-        counter.handle.remove()
     assert counter.rows == client.oracle.queries_total == int(result.queries.sum()) <= 3 * 40
     assert result.queries.max() <= 50
     assert client.oracle.accounts_used <= 3
@@ -102,7 +71,7 @@ def test_more_accounts_only_add_successes(setting):
     data, judge, _, x, y = setting
     outcomes = []
     for accounts in (1, 2, 4):
-        client = client_for(judge, data, "probabilities", 100, account_limit=60, accounts=accounts)
+        client = make_client(judge, data, output="probabilities", budget=100, account_limit=60, accounts=accounts)
         outcomes.append(Square(eps=0.1).run(client, x, y).queries_to_success > 0)
     assert np.all(outcomes[0] <= outcomes[1]) and np.all(outcomes[1] <= outcomes[2])
     assert outcomes[2].sum() > outcomes[0].sum()

@@ -4,55 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from accounting import RowCounter, attackable, make_client
 from art.attacks.evasion import AdversarialPatchPyTorch
 
-from attacks.client import AttackerClient
 from attacks.patch import Patch
 from attacks.transfer_patch import TransferPatch
 from experiments.config import compose_config
 from experiments.validation import ConfigError, validate
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.training import predict_labels
 
 FAST = {"max_iter": 2}
 
 
 @pytest.fixture(scope="module")
-def setting():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    judge = get_or_train(
-        ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes),
-        data.judge, cfg.cache_dir,
-    ).model
-    surrogate = get_or_train(
-        ModelSpec.from_config("surrogate", cfg.surrogate, 1, data.attacker, data.input_shape, data.n_classes),
-        data.attacker, cfg.cache_dir,
-    ).model
-    x, y = data.eval.x[:60], data.eval.y[:60]
-    right = predict_labels(judge, x) == y
-    return data, judge, surrogate, x[right][:20], y[right][:20]
-
-
-def client_for(judge, data, weights: str, output: str = "logits", budget=None) -> AttackerClient:
-    policy = AccessPolicy(weights, output, budget)
-    return AttackerClient(Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes))
-
-
-class RowCounter:
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += inputs[0].shape[0]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
+def setting(digits):
+    return digits.data, digits.judge, digits.surrogate, *attackable(digits.judge, digits.data, 60, 20)
 
 
 @pytest.fixture
@@ -75,7 +41,8 @@ def test_the_patch_is_trained_on_the_attackers_pool_only(setting, training_spy, 
     """Proves: training sees the attacker's own pool, once, and not a single evaluation row."""
     data, judge, surrogate, x, y = setting
     weights = "open" if cls is Patch else "hidden"
-    cls(**FAST).run(client_for(judge, data, weights), x, y, surrogate=surrogate, attacker_data=data.attacker)
+    client = make_client(judge, data, weights=weights, output="logits")
+    cls(**FAST).run(client, x, y, surrogate=surrogate, attacker_data=data.attacker)
     assert len(training_spy) == 1
     trained_on = training_spy[0]["x"]
     np.testing.assert_array_equal(trained_on, data.attacker.x)
@@ -88,7 +55,8 @@ def test_a_fixed_patch_is_the_same_sticker_on_every_example(setting, training_sp
     nothing outside it changes. (ART pastes the patch through a resampling step, so the pasted pixels are a
     smoothed version of the trained patch, not always its exact values.)"""
     data, judge, _, x, y = setting
-    result = Patch(location=[2, 1], **FAST).run(client_for(judge, data, "open"), x, y, attacker_data=data.attacker)
+    client = make_client(judge, data, weights="open", output="logits")
+    result = Patch(location=[2, 1], **FAST).run(client, x, y, attacker_data=data.attacker)
     assert training_spy[0]["patch"].shape == (1, 3, 3)
     inside = np.zeros(x.shape[1:], dtype=bool)
     inside[:, 1:4, 2:5] = True
@@ -101,8 +69,11 @@ def test_a_random_patch_is_the_same_sticker_at_a_seeded_place(setting, training_
     """Proves: with no fixed location each example carries the one trained patch, whole, somewhere; the
     places follow the seed."""
     data, judge, _, x, y = setting
-    first = Patch(seed=5, **FAST).run(client_for(judge, data, "open"), x, y, attacker_data=data.attacker)
-    second = Patch(seed=5, **FAST).run(client_for(judge, data, "open"), x, y, attacker_data=data.attacker)
+    first, second = [
+        Patch(seed=5, **FAST).run(make_client(judge, data, weights="open", output="logits"), x, y,
+                                  attacker_data=data.attacker)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(first.x_adv, second.x_adv)
     sticker = training_spy[0]["patch"].astype(np.float32)
     places = set()
@@ -127,7 +98,7 @@ def _place_of(sticker, original, patched):
 def test_white_box_patch_sends_no_query(setting):
     """Proves: the white-box patch is crafted on the judge's weights; the Oracle answers nothing."""
     data, judge, _, x, y = setting
-    client = client_for(judge, data, "open")
+    client = make_client(judge, data, weights="open", output="logits")
     result = Patch(**FAST).run(client, x, y, attacker_data=data.attacker)
     assert client.oracle.queries_total == 0
     assert result.queries.tolist() == [0] * len(x)
@@ -137,7 +108,7 @@ def test_white_box_patch_sends_no_query(setting):
 def test_transfer_patch_submits_each_example_once(setting, output):
     """Proves: trained on the surrogate, the patched examples cost one query each, counted exactly."""
     data, judge, surrogate, x, y = setting
-    client = client_for(judge, data, "hidden", output, budget=1)
+    client = make_client(judge, data, output=output, budget=1)
     with RowCounter(judge) as counter:
         result = TransferPatch(**FAST).run(client, x, y, surrogate=surrogate, attacker_data=data.attacker)
     assert counter.rows == client.oracle.queries_total == len(x)
@@ -159,7 +130,7 @@ def test_a_targeted_sticker_forces_the_target(setting):
     target = 3
     x, y = x[y != target], y[y != target]
     result = Patch(targeted=True, target_class=target, location=[2, 2], max_iter=10).run(
-        client_for(judge, data, "open"), x, y, attacker_data=data.attacker
+        make_client(judge, data, weights="open", output="logits"), x, y, attacker_data=data.attacker
     )
     assert (predict_labels(judge, result.x_adv) == target).any()
 
@@ -169,4 +140,5 @@ def test_a_place_art_cannot_hit_exactly_is_refused(setting):
     off; the attack says so instead of sticking it elsewhere."""
     data, judge, _, x, y = setting
     with pytest.raises(ValueError, match="attack.location"):
-        Patch(location=[0, 0], **FAST).run(client_for(judge, data, "open"), x, y, attacker_data=data.attacker)
+        client = make_client(judge, data, weights="open", output="logits")
+        Patch(location=[0, 0], **FAST).run(client, x, y, attacker_data=data.attacker)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from accounting import RowCounter, attackable, make_client, make_oracle
 
 from attacks.boundary import Boundary
 from attacks.client import AttackerClient
@@ -11,10 +12,7 @@ from attacks.geoda import GeoDA
 from attacks.sign_opt import SignOPT
 from attacks.simba import SimBA
 from attacks.zoo import Zoo
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.training import predict_labels
 
 # name -> (attack class, its yaml eps, the API output it is run under); everything else is the class's default
 CATALOGUE = {
@@ -34,41 +32,12 @@ def make(name: str, **knobs):
 
 
 @pytest.fixture(scope="module")
-def judge_and_data():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
-    x, y = data.eval.x[:40], data.eval.y[:40]
-    correct = predict_labels(judge, x) == y
-    return judge, data, x[correct][:8], y[correct][:8]
-
-
-class RowCounter:
-    """Counts every row the judge's forward evaluates, and keeps them."""
-
-    def __init__(self, model) -> None:
-        self.rows: list[np.ndarray] = []
-        self.handle = model.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows.extend(inputs[0].detach().cpu().numpy())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
-def oracle_for(judge, data, output: str, budget) -> Oracle:
-    return Oracle(
-        judge, AccessPolicy("hidden", output, budget), input_shape=data.input_shape, n_classes=data.n_classes
-    )
+def judge_and_data(digits):
+    return digits.judge, digits.data, *attackable(digits.judge, digits.data, 40, 8)
 
 
 def run(attack, output, judge, data, budget, x, y):
-    oracle = oracle_for(judge, data, output, budget)
+    oracle = make_oracle(judge, data, output=output, budget=budget)
     with RowCounter(judge) as counter:
         result = attack.run(AttackerClient(oracle), x, y, attacker_data=data.attacker)
     return result, oracle, counter
@@ -82,7 +51,7 @@ def test_budget_is_never_exceeded_and_every_query_is_counted(judge_and_data, nam
     judge, data, x, y = judge_and_data
     attack, output = make(name)
     result, oracle, counter = run(attack, output, judge, data, budget, x, y)
-    assert len(counter.rows) == oracle.queries_total == int(result.queries.sum()) > 0
+    assert counter.rows == oracle.queries_total == int(result.queries.sum()) > 0
     assert result.queries.max() <= budget
     assert [oracle.queries(i) for i in range(len(x))] == result.queries.tolist()
     assert np.all(result.queries[result.budget_exhausted] == budget)
@@ -108,7 +77,7 @@ def test_without_a_budget_each_attack_stops_at_its_own_limit(judge_and_data, nam
     judge, data, x, y = judge_and_data
     attack, output = make(name, **knobs)
     result, oracle, counter = run(attack, output, judge, data, None, x[:3], y[:3])
-    assert len(counter.rows) == oracle.queries_total == int(result.queries.sum())
+    assert counter.rows == oracle.queries_total == int(result.queries.sum())
     assert not result.budget_exhausted.any()
 
 
@@ -119,7 +88,7 @@ def test_same_seed_same_run(judge_and_data, name):
     judge, data, x, y = judge_and_data
     first, _, asked_first = run(*make(name, seed=3), judge=judge, data=data, budget=60, x=x[:5], y=y[:5])
     second, _, asked_second = run(*make(name, seed=3), judge=judge, data=data, budget=60, x=x[:5], y=y[:5])
-    np.testing.assert_array_equal(np.stack(asked_first.rows), np.stack(asked_second.rows))
+    np.testing.assert_array_equal(np.stack(asked_first.inputs), np.stack(asked_second.inputs))
     np.testing.assert_array_equal(first.queries_to_success, second.queries_to_success)
     np.testing.assert_array_equal(first.queries, second.queries)
     np.testing.assert_array_equal(first.x_adv, second.x_adv)
@@ -162,8 +131,8 @@ def test_simba_from_a_centre_never_asks_outside_the_ball(judge_and_data):
     start = np.clip(origin + 0.08 * np.sign(np.random.default_rng(0).standard_normal(origin.shape)), 0, 1)
     attack = SimBA(eps=0.1)
     with RowCounter(judge) as counter:
-        attack.run(AttackerClient(oracle_for(judge, data, "probabilities", 129)), origin, label, starts=[start[0]])
-    asked = np.stack(counter.rows)
+        attack.run(make_client(judge, data, output="probabilities", budget=129), origin, label, starts=[start[0]])
+    asked = np.stack(counter.inputs)
     assert len(asked) > 1
     assert np.abs(asked - origin).max() <= 0.1 + 1e-6
     assert np.abs(asked - start).max() > 0.0

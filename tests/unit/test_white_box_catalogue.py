@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from accounting import RowCounter, attackable, make_client, make_oracle
 
 from attacks.autoattack import AutoAttack
 from attacks.base import distances
@@ -17,10 +18,7 @@ from attacks.fgsm import FGSM
 from attacks.pgd_l2 import PGDL2
 from attacks.transfer_difgsm import InputDiversity, TransferDIFGSM
 from attacks.transfer_mifgsm import TransferMIFGSM
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.training import predict_labels
 
 # Each attack at its yaml defaults but eps, so a broken attack (one that returns the originals) fails here.
 WHITE_BOX = {
@@ -37,47 +35,9 @@ TRANSFER = {
 TARGET = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The batches here are tiny: on two shared cores torch's intra-op threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def judge_and_data():
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
-    x, y = data.eval.x[:40], data.eval.y[:40]
-    correct = predict_labels(judge, x) == y
-    return judge, data, x[correct][:10], y[correct][:10]
-
-
-class RowCounter:
-    """Counts every row the judge's forward evaluates."""
-
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self.handle = model.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += inputs[0].shape[0]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
-def oracle_for(judge, data, weights: str, budget=None) -> Oracle:
-    return Oracle(
-        judge, AccessPolicy(weights, "label", budget), input_shape=data.input_shape, n_classes=data.n_classes
-    )
+def judge_and_data(digits):
+    return digits.judge, digits.data, *attackable(digits.judge, digits.data, 40, 10)
 
 
 def check_in_ball(attack, x_adv: np.ndarray, x: np.ndarray) -> None:
@@ -90,7 +50,7 @@ def check_in_ball(attack, x_adv: np.ndarray, x: np.ndarray) -> None:
 def test_white_box_attacks_fool_within_eps_without_a_query(judge_and_data, name):
     judge, data, x, y = judge_and_data
     attack = WHITE_BOX[name]()
-    oracle = oracle_for(judge, data, "open")
+    oracle = make_oracle(judge, data, weights="open")
     result = attack.run(AttackerClient(oracle), x, y)
     check_in_ball(attack, result.x_adv, x)
     assert oracle.queries_total == 0 and not oracle.ledger
@@ -103,9 +63,7 @@ def test_white_box_attacks_fool_within_eps_without_a_query(judge_and_data, name)
 def test_transfer_variants_submit_each_example_once(judge_and_data, name, output):
     judge, data, x, y = judge_and_data
     attack = TRANSFER[name]()
-    oracle = Oracle(
-        judge, AccessPolicy("hidden", output, 1), input_shape=data.input_shape, n_classes=data.n_classes
-    )
+    oracle = make_oracle(judge, data, output=output, budget=1)
     with RowCounter(judge) as counter:
         result = attack.run(AttackerClient(oracle), x, y, surrogate=copy.deepcopy(judge))
     assert counter.rows == oracle.queries_total == len(x)
@@ -124,7 +82,7 @@ def test_targeted_mode_forces_the_target_verdict(judge_and_data, name):
     x, y = x[keep], y[keep]
     attack = {**WHITE_BOX, **TRANSFER}[name](targeted=True, target_class=TARGET)
     weights = "open" if attack.threat_model == "white_box" else "hidden"
-    result = attack.run(AttackerClient(oracle_for(judge, data, weights)), x, y, surrogate=copy.deepcopy(judge))
+    result = attack.run(make_client(judge, data, weights=weights), x, y, surrogate=copy.deepcopy(judge))
     check_in_ball(attack, result.x_adv, x)
     assert (predict_labels(judge, result.x_adv) == TARGET).any()
 
@@ -140,7 +98,7 @@ def test_min_norm_attacks_are_projected_onto_the_ball(judge_and_data, make):
     """DeepFool and C&W have no eps of their own: with a tiny eps what they find is scaled back onto the ball
     with a huge one it is kept as found (and does)."""
     judge, data, x, y = judge_and_data
-    client = AttackerClient(oracle_for(judge, data, "open"))
+    client = make_client(judge, data, weights="open")
     tight = make(eps=0.05).run(client, x, y).x_adv
     radius = distances(tight, x, "2")
     # on the surface, but where clipping into [0, 1] takes a little off
@@ -152,7 +110,7 @@ def test_min_norm_attacks_are_projected_onto_the_ball(judge_and_data, make):
 
 def test_input_diversity_is_seeded_and_differentiable(judge_and_data):
     judge, data, x, y = judge_and_data
-    client = AttackerClient(oracle_for(judge, data, "hidden"))
+    client = make_client(judge, data)
     runs = [TransferDIFGSM(eps=0.1, seed=s).run(client, x, y, surrogate=copy.deepcopy(judge)).x_adv for s in (0, 0, 1)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])

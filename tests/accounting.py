@@ -1,0 +1,80 @@
+"""Shared scaffolding for the tests that prove query accounting: every row the judge evaluates is an Oracle
+query, counted exactly and within the access policy. `RowCounter` sees what the judge really evaluated,
+`make_oracle`/`make_client` put the judge behind an access policy, `attackable` picks examples an attack
+can start from, and `Digits` (the `digits` fixture in conftest.py) is the default config's data, judge and
+surrogate, trained once into the session's model cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from attacks.client import AttackerClient
+from targets.datasets import Dataset, load_dataset
+from targets.oracle import AccessPolicy, Oracle
+from targets.training import ModelSpec, get_or_train, predict_labels
+
+
+class RowCounter:
+    """Counts every row the judge's forward evaluates (`rows`) and keeps each as a numpy array (`inputs`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.rows = 0
+        self.inputs: list[np.ndarray] = []
+        self.handle = model.register_forward_hook(self.hook)
+
+    def hook(self, module, inputs, output) -> None:
+        self.rows += inputs[0].shape[0]
+        self.inputs.extend(inputs[0].detach().cpu().numpy().copy())
+
+    def __enter__(self) -> RowCounter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def make_oracle(judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden",
+                **limits) -> Oracle:
+    """The judge behind AccessPolicy(weights, output, budget, **limits), shaped like `data`."""
+    policy = AccessPolicy(weights, output, budget, **limits)
+    return Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
+
+
+def make_client(judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden",
+                **limits) -> AttackerClient:
+    """An attacker's client for `make_oracle(...)` with the same arguments."""
+    return AttackerClient(make_oracle(judge, data, output=output, budget=budget, weights=weights, **limits))
+
+
+def attackable(judge, data: Dataset, first: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the first `keep` examples the judge gets right among the first `first` evaluation rows."""
+    x, y = data.eval.x[:first], data.eval.y[:first]
+    correct = predict_labels(judge, x) == y
+    return x[correct][:keep], y[correct][:keep]
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The default config's data, its judge (seed 0) and, loaded on first use, its surrogate (seed 1)."""
+
+    data: Dataset
+    judge: torch.nn.Module
+    surrogate_node: object
+    cache_dir: str
+
+    @classmethod
+    def load(cls, cfg) -> Digits:
+        data = load_dataset(cfg.data)
+        spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
+        judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+        return cls(data, judge, cfg.surrogate, str(cfg.cache_dir))
+
+    @cached_property
+    def surrogate(self) -> torch.nn.Module:
+        data = self.data
+        spec = ModelSpec.from_config("surrogate", self.surrogate_node, 1, data.attacker, data.input_shape,
+                                     data.n_classes)
+        return get_or_train(spec, data.attacker, self.cache_dir).model
