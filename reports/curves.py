@@ -25,10 +25,12 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         attacks = sorted({row["attack"] for row, _ in runs})
         colours = {a: plt.cm.tab10(i % 10) for i, a in enumerate(attacks)}
+        budgets = sorted({row["budget"] for row, _ in runs}, key=lambda b: float("inf") if b == "null" else int(b))
+        styles = {b: ("-", "--", ":", "-.")[i % 4] for i, b in enumerate(budgets)}  # colour: attack; line: budget
         for row, history in runs:
             budget = "unlimited" if row["budget"] == "null" else row["budget"]
             ax.plot([m.step for m in history], [m.value for m in history], marker=".", color=colours[row["attack"]],
-                    label=f"{row['attack']} (budget {budget})")
+                    linestyle=styles[row["budget"]], label=f"{row['attack']} (budget {budget})")
         ax.set_xscale("log")
         ax.set_xlabel("queries per example")
         ax.set_ylabel("attack success rate")
