@@ -43,7 +43,7 @@ def run(cfg: DictConfig, sweep_id: str | None = None, overrides: list[str] = ())
     data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
     if attack.targeted and not attack.target_class < data.n_classes:
         raise ConfigError(f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1}")
-    with tracking.mlflow_run(cfg, attack.threat_model, sweep_id, overrides):
+    with tracking.mlflow_run(cfg, attack, sweep_id, overrides):
         judge_model = cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg, device).model
         judge = build(cfg.defense).apply(judge_model)
         oracle = Oracle(

@@ -48,11 +48,12 @@ def git_sha() -> str:
 
 
 @contextmanager
-def mlflow_run(cfg: DictConfig, threat_model: str, sweep_id: str | None = None, overrides: list[str] = ()):
+def mlflow_run(cfg: DictConfig, attack, sweep_id: str | None = None, overrides: list[str] = ()):
     """Start the run with its params and tags; on any exception the run ends FAILED (KILLED on Ctrl-C)."""
     mlflow.set_experiment(cfg.experiment_name)
     tags = {
-        "threat_model": threat_model,
+        "threat_model": attack.threat_model,
+        "norm": "patch" if attack.norm is None else f"L{attack.norm}",
         "attack": cfg.attack.name,
         "judge": cfg.target.name,
         "dataset": cfg.data.name,
@@ -66,7 +67,7 @@ def mlflow_run(cfg: DictConfig, threat_model: str, sweep_id: str | None = None, 
     if overrides:
         tags["overrides"] = " ".join(overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    with mlflow.start_run(run_name=run_name(threat_model, cfg), tags=tags) as run:
+    with mlflow.start_run(run_name=run_name(attack.threat_model, cfg), tags=tags) as run:
         mlflow.log_params(flatten(resolved))
         mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
         yield run

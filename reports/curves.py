@@ -30,7 +30,7 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
         for row, history in runs:
             budget = "unlimited" if row["budget"] == "null" else row["budget"]
             ax.plot([m.step for m in history], [m.value for m in history], marker=".", color=colours[row["attack"]],
-                    linestyle=styles[row["budget"]], label=f"{row['attack']} (budget {budget})")
+                    linestyle=styles[row["budget"]], label=f"{row['attack']}, {row['eps']} (budget {budget})")
         ax.set_xscale("log")
         ax.set_xlabel("queries per example")
         ax.set_ylabel("attack success rate")

@@ -6,7 +6,13 @@ import math
 import mlflow
 
 THREAT_ORDER = {"white_box": 0, "transfer": 1, "score_based": 2, "decision_based": 3, "hybrid": 4}
-LEADING = (("threat model", "threat_model"), ("attack", "attack"), ("output", "output"), ("budget", "budget"))
+LEADING = (
+    ("threat model", "threat_model"),
+    ("attack", "attack"),
+    ("eps", "eps"),
+    ("output", "output"),
+    ("budget", "budget"),
+)
 TRAILING = (
     ("success rate", "attack_success_rate"),
     ("median queries", "queries_median"),
@@ -15,7 +21,7 @@ TRAILING = (
     ("attacked", "n_attacked"),
 )
 # Overrides the leading columns already show, or that name the sweep rather than vary within it.
-SHOWN_ELSEWHERE = {"attack", "access", "access.budget", "access.output", "experiment", "experiment_name"}
+SHOWN_ELSEWHERE = {"attack", "attack.eps", "access", "access.budget", "access.output", "experiment", "experiment_name"}
 COUNTS = {"queries_median", "n_attacked"}
 
 
@@ -35,6 +41,7 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
                 "attack": tags.get("attack", "?"),
                 "output": tags.get("access.output", "?"),
                 "budget": params.get("access.budget", "null"),
+                "eps": _eps(tags.get("norm"), params.get("attack.eps")),
                 "overrides": {k.lstrip("+"): v for k, v in overrides.items()},
                 **metrics,
             }
@@ -70,8 +77,23 @@ def _order(row: dict):
         THREAT_ORDER.get(row["threat_model"], 9),
         row["attack"],
         math.inf if budget == "null" else int(budget),
-        sorted(row["overrides"].items()),
+        [(key, _numeric_first(value)) for key, value in sorted(row["overrides"].items())],
     )
+
+
+def _numeric_first(value: str) -> tuple:
+    """Sort 300 before 1000, and numbers before words."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _eps(norm: str | None, eps: str | None) -> str:
+    """The threat model's bound, e.g. "Linf 0.1" or "L2 1.0"; a patch is bounded by its size instead."""
+    if norm == "patch":
+        return "patch"
+    return f"{norm} {eps}" if norm and eps else "?"
 
 
 def _cell(row: dict, key: str) -> str:
