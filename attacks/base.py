@@ -17,8 +17,6 @@ from torch import nn
 from targets.datasets import Pool
 from targets.oracle import AccessDenied, AccessPolicy
 
-THREAT_MODELS = ("white_box", "transfer", "score_based", "decision_based", "hybrid")
-NORMS = ("inf", "2")
 DISTANCE_TOLERANCE = 1e-6
 
 
@@ -72,7 +70,7 @@ class AttackResult:
 class Attack(ABC):
     """An attack on inputs in [0, 1], within `eps` of each original in the attack's `norm`."""
 
-    threat_model: ClassVar[str]
+    threat_model: ClassVar[str]  # white_box | transfer | score_based | decision_based | hybrid
     norm: ClassVar[str | None] = "inf"
     supports_targeted: ClassVar[bool] = False
     needs_surrogate: ClassVar[bool] = False

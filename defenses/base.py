@@ -6,11 +6,8 @@ from typing import ClassVar
 
 from torch import nn
 
-KINDS = ("none", "access", "preprocess", "postprocess", "training", "ensemble")
-
-
 class Defense(ABC):
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # none | access | preprocess | postprocess | training | ensemble
 
     @abstractmethod
     def apply(self, judge: nn.Module) -> nn.Module:
