@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from torch import nn
 
+
 class Defense(ABC):
     kind: ClassVar[str]  # none | access | preprocess | postprocess | training | ensemble
 
