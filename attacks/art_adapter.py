@@ -37,6 +37,13 @@ def pytorch_estimator(
     )
 
 
+def surrogate_estimator(surrogate: nn.Module | None, client: AttackerClient) -> PyTorchClassifier:
+    """The attacker's own model as an ART classifier; an attack that needs one and got none is a wiring error."""
+    if surrogate is None:
+        raise ValueError("an attack that needs_surrogate was given no surrogate model")
+    return pytorch_estimator(surrogate, client.input_shape, client.n_classes)
+
+
 def white_box_estimator(client: AttackerClient) -> PyTorchClassifier:
     """The judge as an ART classifier; raises `AccessDenied` when its weights are hidden."""
     return pytorch_estimator(client.open_weights(), client.input_shape, client.n_classes)

@@ -18,7 +18,7 @@ import numpy as np
 from hydra.utils import get_class
 from torch import nn
 
-from attacks.art_adapter import pytorch_estimator
+from attacks.art_adapter import surrogate_estimator
 from attacks.base import Attack, AttackResult
 from attacks.client import AttackerClient
 from attacks.pgd import PGD
@@ -80,9 +80,7 @@ class Hybrid(Attack):
         surrogate: nn.Module | None = None,
         attacker_data: Pool | None = None,
     ) -> AttackResult:
-        if surrogate is None:
-            raise ValueError("a hybrid attack needs a surrogate model")
-        estimator = pytorch_estimator(surrogate, client.input_shape, client.n_classes)
+        estimator = surrogate_estimator(surrogate, client)
         tries = self.tries(client.policy.budget)
         x_adv = x.copy()
         queries_to_success = np.full(len(x), -1, dtype=np.int64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from attacks.art_adapter import pytorch_estimator
+from attacks.art_adapter import surrogate_estimator
 from attacks.base import AttackResult
 from attacks.patch import Patch
 from attacks.transfer_pgd import submit_once
@@ -25,7 +25,5 @@ class TransferPatch(Patch):
         surrogate: nn.Module | None = None,
         attacker_data: Pool | None = None,
     ) -> AttackResult:
-        if surrogate is None:
-            raise ValueError("a transfer attack needs a surrogate model")
-        patch = self.train(pytorch_estimator(surrogate, client.input_shape, client.n_classes), attacker_data)
+        patch = self.train(surrogate_estimator(surrogate, client), attacker_data)
         return submit_once(self, client, self.stick(patch, x), y)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from attacks.art_adapter import pytorch_estimator
+from attacks.art_adapter import surrogate_estimator
 from attacks.base import Attack, AttackResult
 from attacks.client import AttackerClient
 from attacks.pgd import PGD
@@ -48,10 +48,8 @@ class TransferPGD(PGD):
         surrogate: nn.Module | None = None,
         attacker_data: Pool | None = None,
     ) -> AttackResult:
-        if surrogate is None:
-            raise ValueError("a transfer attack needs a surrogate model")
-        model = self.crafting_model(surrogate)
-        x_adv = self.craft(pytorch_estimator(model, client.input_shape, client.n_classes), x, y)
+        model = None if surrogate is None else self.crafting_model(surrogate)
+        x_adv = self.craft(surrogate_estimator(model, client), x, y)
         return submit_once(self, client, x_adv, y)
 
     def crafting_model(self, surrogate: nn.Module) -> nn.Module:
