@@ -1,21 +1,24 @@
 """The attack contract.
 
-Hyperparameters go to `__init__` (keyword-only, no model bound at construction, as in foolbox); `run` gets
-the attacker's handle on the API (an `AttackerClient`), a surrogate where the threat model gives one, and
-returns an `AttackResult`. Whether an attack succeeded is never taken from the attack: the runner re-checks
-every adversarial input on the judge against the attack's `Goal`.
+Hyperparameters go to `__init__` (keyword-only, typed with `attacks.params`, no model bound at construction,
+as in foolbox); `run` gets the attacker's kit (`AttackerKit`: its client on the API, and what else its threat
+model gives it) and returns an `AttackResult`. Whether an attack succeeded is never taken from the attack:
+the runner re-checks every adversarial input on the judge against the attack's `Goal`.
 """
+
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import ClassVar, Hashable, Sequence
 
 import numpy as np
 from torch import nn
 
+from attacks.params import NonNegativeInt
+from targets.access import AccessPolicy, AttackerClient, ThreatModel
 from targets.datasets import Pool
-from targets.oracle import AccessDenied, AccessPolicy
 
 DISTANCE_TOLERANCE = 1e-6
 
@@ -66,17 +69,75 @@ class AttackResult:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"AttackResult.{name} has {len(getattr(self, name))} entries for {n} examples")
 
+    @classmethod
+    def offline(cls, x_adv: np.ndarray) -> AttackResult:
+        """Crafted without a single query: the attacker held the model it attacked."""
+        n = len(x_adv)
+        return cls(
+            x_adv=x_adv,
+            queries=np.zeros(n, dtype=np.int64),
+            budget_exhausted=np.zeros(n, dtype=bool),
+            queries_to_success=np.full(n, -1, dtype=np.int64),
+        )
+
+    @classmethod
+    def charged(
+        cls, client: AttackerClient, keys: Sequence[Hashable], x_adv: np.ndarray, queries_to_success: np.ndarray
+    ) -> AttackResult:
+        """Queries and stops as the operator's ledger has them for each example's key."""
+        return cls(
+            x_adv=x_adv,
+            queries=np.array([client.queries(key) for key in keys], dtype=np.int64),
+            budget_exhausted=np.array([client.stopped(key) for key in keys], dtype=bool),
+            queries_to_success=queries_to_success,
+        )
+
+
+@dataclass(frozen=True)
+class AttackerKit:
+    """Everything the attacker holds; each kind of attack reads what its threat model gives it.
+
+    `keys` are the Oracle keys the rows are charged to (default 0..n-1) and `starts` the inputs a query stage
+    starts from, one per row or None: both are set by a hybrid attacker handing its rows on (`for_rows`).
+    """
+
+    client: AttackerClient
+    surrogate: nn.Module | None = None
+    attacker_data: Pool | None = None
+    starts: tuple[np.ndarray | None, ...] | None = None
+    keys: tuple[Hashable, ...] | None = None
+
+    def keys_for(self, n: int) -> list[Hashable]:
+        return list(range(n)) if self.keys is None else list(self.keys)
+
+    def start(self, row: int) -> np.ndarray | None:
+        return None if self.starts is None else self.starts[row]
+
+    def require_surrogate(self) -> nn.Module:
+        if self.surrogate is None:
+            raise ValueError("an attack that crafts on a surrogate was given no surrogate model")
+        return self.surrogate
+
+    def require_attacker_data(self, why: str) -> Pool:
+        if self.attacker_data is None:
+            raise ValueError(f"{why}, and the attacker was given no data of its own")
+        return self.attacker_data
+
+    def for_rows(self, keys: Sequence[Hashable], starts: Sequence[np.ndarray | None]) -> AttackerKit:
+        return replace(self, keys=tuple(keys), starts=tuple(starts))
+
 
 class Attack(ABC):
     """An attack on inputs in [0, 1], within `eps` of each original in the attack's `norm`."""
 
-    threat_model: ClassVar[str]  # white_box | transfer | score_based | decision_based | hybrid
+    threat_model: ClassVar[ThreatModel]
     norm: ClassVar[str | None] = "inf"
     supports_targeted: ClassVar[bool] = False
-    needs_surrogate: ClassVar[bool] = False
     needs_attacker_data: ClassVar[bool] = False
 
-    def __init__(self, *, eps: float, targeted: bool = False, target_class: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, *, eps: float, targeted: bool = False, target_class: NonNegativeInt | None = None, seed: int = 0
+    ) -> None:
         if targeted and not self.supports_targeted:
             raise ValueError(f"attack.targeted=true: {type(self).__name__} has no targeted mode")
         if targeted and target_class is None:
@@ -85,6 +146,19 @@ class Attack(ABC):
         self.targeted = bool(targeted)
         self.target_class = int(target_class) if targeted else None
         self.seed = int(seed)
+
+    @classmethod
+    def parameters(cls) -> dict[str, inspect.Parameter]:
+        """The hyperparameters a config may set: keyword-only parameters of `__init__` along the class
+        hierarchy (`seed` is the experiment's, not the attack's)."""
+        found: dict[str, inspect.Parameter] = {}
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            for name, p in inspect.signature(klass.__init__).parameters.items():
+                if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
+                    found[name] = p
+        return found
 
     @property
     def goal(self) -> Goal:
@@ -96,29 +170,11 @@ class Attack(ABC):
 
     def check_access(self, policy: AccessPolicy) -> None:
         """Raise `AccessDenied` if the policy does not give this attack what it needs."""
-        if self.threat_model == "white_box" and policy.weights != "open":
-            raise AccessDenied(
-                f"a {self.threat_model} attack needs the judge's gradients, but access.weights={policy.weights}; "
-                "allowed: access.weights=open, or a transfer, score-based or decision-based attack"
-            )
-        if self.threat_model == "score_based" and policy.output == "label":
-            raise AccessDenied(
-                "a score_based attack needs scores, but access.output=label; "
-                "allowed: access.output=logits or probabilities, or a decision-based attack"
-            )
+        self.threat_model.check(policy)
 
     @abstractmethod
-    def run(
-        self,
-        client,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        surrogate: nn.Module | None = None,
-        attacker_data: Pool | None = None,
-    ) -> AttackResult:
-        """Attack every row of `x` (true labels `y`) through the handles the threat model gives: the client
-        always, the attacker's surrogate when `needs_surrogate`, its own data pool when `needs_attacker_data`."""
+    def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
+        """Attack every row of `x` (true labels `y`) with what the attacker holds."""
 
     def project(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Into the eps-ball around `x` in the attack's norm, and into [0, 1]."""

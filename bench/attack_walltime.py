@@ -4,6 +4,7 @@ the clock starts. Printed, never asserted.
     python bench/attack_walltime.py [--quick] [--n-examples 200] [--budget 1000] [--threads N]
         [--override attack.backend=foolbox ...] [attack ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,29 +19,34 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from experiments.config import compose_config, group_options
+from experiments.settings import RunSettings
+from targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
 
 # The access each threat model is run under; query attacks get the demo's largest budget.
 ACCESS = {
-    "white_box": ["access=open"],
-    "transfer": ["access=hidden_label"],
-    "score_based": ["access=hidden_probabilities"],
-    "decision_based": ["access=hidden_label"],
-    "hybrid": ["access=hidden_probabilities"],
+    WHITE_BOX: ["access=open"],
+    TRANSFER: ["access=hidden_label"],
+    SCORE_BASED: ["access=hidden_probabilities"],
+    DECISION_BASED: ["access=hidden_label"],
+    HYBRID: ["access=hidden_probabilities"],
 }
-QUERY_THREAT_MODELS = ("score_based", "decision_based", "hybrid")
 
 
-def config_for(attack: str, n_examples: int, budget: int, extra: list[str]):
-    """The attack's config under its threat model's access; `extra` overrides apply where the attack has the key."""
+def settings_for(attack: str, n_examples: int, budget: int, extra: list[str]) -> tuple[ThreatModel, RunSettings]:
+    """The attack's settings under its threat model's access; `extra` overrides apply where the attack has the key."""
     defaults = compose_config([f"attack={attack}"])
     threat_model = get_class(defaults.attack._target_).threat_model
-    if threat_model not in ACCESS:
-        raise SystemExit(f"attack={attack}: threat model {threat_model!r} has no access policy in this bench")
     overrides = [f"attack={attack}", *ACCESS[threat_model], f"n_examples={n_examples}"]
-    if threat_model in QUERY_THREAT_MODELS:
+    if threat_model.charged_queries:
         overrides.append(f"access.budget={budget}")
     overrides += [o for o in extra if OmegaConf.select(defaults, o.split("=", 1)[0]) is not None]
-    return threat_model, compose_config(overrides)
+    return threat_model, RunSettings.from_config(compose_config(overrides))
+
+
+def run(settings: RunSettings) -> dict:
+    from experiments import runner  # after MLflow's store is chosen
+
+    return runner.run(settings, runner.load_data(settings))
 
 
 def main() -> None:
@@ -51,8 +57,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 examples, budget 100: a minute or two")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--cold", action="store_true", help="a fresh model cache (default: GAVEL_CACHE_DIR's)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override, applied to the attacks that have the key (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override, applied to the attacks that have the key (repeatable)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n_examples, args.budget = 40, 100
@@ -65,23 +76,26 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         if args.cold:
             os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
-        from experiments import runner  # after MLflow's store is chosen
-
-        runner.run(compose_config(["attack=transfer_pgd", "access=hidden_label", "n_examples=1"]))  # train once
-        print(f"attack wall time on digits, {args.n_examples} examples, budget {args.budget} for query attacks, "
-              f"{torch.get_num_threads()} torch threads {' '.join(args.override)}")
+        # the judge and the surrogate are trained (or loaded) before the clock starts
+        run(RunSettings.from_config(compose_config(["attack=transfer_pgd", "access=hidden_label", "n_examples=1"])))
+        print(
+            f"attack wall time on digits, {args.n_examples} examples, budget {args.budget} for query attacks, "
+            f"{torch.get_num_threads()} torch threads {' '.join(args.override)}"
+        )
         for attack in attacks:
-            threat_model, cfg = config_for(attack, args.n_examples, args.budget, args.override)
+            threat_model, settings = settings_for(attack, args.n_examples, args.budget, args.override)
             start = time.perf_counter()
             try:
-                metrics = runner.run(cfg)
+                metrics = run(settings)
             except Exception as error:  # one attack that fails should not hide the others' times
-                print(f"  {attack:<20} {threat_model:<15} failed: {type(error).__name__}: {error}")
+                print(f"  {attack:<20} {threat_model.name:<15} failed: {type(error).__name__}: {error}")
                 continue
             seconds = time.perf_counter() - start
-            print(f"  {attack:<20} {threat_model:<15} {seconds:7.1f} s  "
-                  f"success {metrics['attack_success_rate']:.3f} of {int(metrics['n_attacked'])}  "
-                  f"queries/example {metrics['queries_mean']:.0f}")
+            print(
+                f"  {attack:<20} {threat_model.name:<15} {seconds:7.1f} s  "
+                f"success {metrics['attack_success_rate']:.3f} of {int(metrics['n_attacked'])}  "
+                f"queries/example {metrics['queries_mean']:.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 examples per second for each and the ratio foolbox time / ART time (median of rounds). Printed, never asserted.
     python bench/backend_throughput.py [--n-examples 300] [--rounds 5] [--max-iter 40] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -9,19 +10,18 @@ import statistics
 import time
 
 import torch
+from fixtures import default_judge
 
-from attacks.client import AttackerClient
-from attacks.pgd import PGD
-from attacks.pgd_l2 import PGDL2
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from attacks.base import AttackerKit
+from attacks.white_box.pgd import PGD
+from attacks.white_box.pgd_l2 import PGDL2
+from targets.access import AccessPolicy, AttackerClient, Oracle
+from targets.training import predict_labels
 
 
 def seconds(attack, client, x, y) -> float:
     start = time.perf_counter()
-    attack.run(client, x, y)
+    attack.run(x, y, AttackerKit(client))
     return time.perf_counter() - start
 
 
@@ -35,20 +35,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, cfg.seed, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+    _, data, judge = default_judge()
     right = predict_labels(judge, data.eval.x) == data.eval.y
     x, y = data.eval.x[right][: args.n_examples], data.eval.y[right][: args.n_examples]
     client = AttackerClient(
         Oracle(judge, AccessPolicy("open", "logits", None), input_shape=data.input_shape, n_classes=data.n_classes)
     )
 
-    print(f"white-box PGD, {len(x)} digits examples, {args.max_iter} steps, {torch.get_num_threads()} torch threads "
-          f"(median of {args.rounds} rounds)")
-    for label, make in (("L-inf eps 0.1", lambda b: PGD(eps=0.1, max_iter=args.max_iter, backend=b)),
-                        ("L2 eps 1.0", lambda b: PGDL2(eps=1.0, max_iter=args.max_iter, backend=b))):
+    print(
+        f"white-box PGD, {len(x)} digits examples, {args.max_iter} steps, {torch.get_num_threads()} torch threads "
+        f"(median of {args.rounds} rounds)"
+    )
+    for label, make in (
+        ("L-inf eps 0.1", lambda b: PGD(eps=0.1, max_iter=args.max_iter, backend=b)),
+        ("L2 eps 1.0", lambda b: PGDL2(eps=1.0, max_iter=args.max_iter, backend=b)),
+    ):
         times = {}
         for backend in ("art", "foolbox"):
             attack = make(backend)

@@ -2,6 +2,7 @@
 and warm (both loaded from the cache), each in a fresh folder with its own MLflow store. Printed, not asserted.
     python bench/demo_walltime.py
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ def timed_demo(workdir: Path, cache: Path) -> float:
     env = {**os.environ, "GAVEL_CACHE_DIR": str(cache), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     gavel = str(Path(sys.executable).with_name("gavel"))
     start = time.perf_counter()
-    subprocess.run([gavel, "run", "experiment=hiding_vs_ratelimit"], cwd=workdir, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [gavel, "run", "experiment=hiding_vs_ratelimit"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 

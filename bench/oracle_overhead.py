@@ -3,6 +3,7 @@
 Printed, never asserted. Aim: at most 1.10 at batch 256.
     python bench/oracle_overhead.py [--batches 200] [--batch-size 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,9 @@ import time
 
 import numpy as np
 import torch
+from fixtures import default_judge
 
-from experiments.config import compose_config
-from targets.datasets import load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train
+from targets.access import AccessPolicy, Oracle
 
 
 def bare(model, batches):
@@ -36,21 +35,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    cfg = compose_config([])
-    data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config("judge", cfg.target, cfg.seed, data.judge, data.input_shape, data.n_classes)
-    judge = get_or_train(spec, data.judge, cfg.cache_dir).model
+    _, data, judge = default_judge()
     rng = np.random.default_rng(0)
     batches = [rng.random((args.batch_size, *data.input_shape), dtype=np.float32) for _ in range(args.batches)]
     bare(judge, batches[:5])  # warm-up
 
-    print(f"Oracle overhead, {args.batches} queries of batch {args.batch_size}, digits CNN judge, "
-          f"{torch.get_num_threads()} torch threads (median of {args.rounds} rounds)")
+    print(
+        f"Oracle overhead, {args.batches} queries of batch {args.batch_size}, digits CNN judge, "
+        f"{torch.get_num_threads()} torch threads (median of {args.rounds} rounds)"
+    )
     for output in ("logits", "probabilities", "label"):
         ratios = []
         for _ in range(args.rounds):
-            oracle = Oracle(judge, AccessPolicy("hidden", output, None), input_shape=data.input_shape,
-                            n_classes=data.n_classes, batch_size=args.batch_size)
+            oracle = Oracle(
+                judge,
+                AccessPolicy("hidden", output, None),
+                input_shape=data.input_shape,
+                n_classes=data.n_classes,
+                batch_size=args.batch_size,
+            )
             t0 = time.perf_counter()
             bare(judge, batches)
             t1 = time.perf_counter()

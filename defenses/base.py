@@ -1,4 +1,5 @@
 """The defense contract: a defense wraps the judge and keeps its interface (inputs in [0, 1], logits out)."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -1,4 +1,5 @@
 """No defense: the baseline every defense is measured against."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,8 +1,9 @@
 """The `gavel` command.
 
-    gavel run [OVERRIDES...] [--multirun]   run an experiment (Hydra overrides, e.g. attack=square access.budget=100)
-    gavel options                           list the options of every config group
+gavel run [OVERRIDES...] [--multirun]   run an experiment (Hydra overrides, e.g. attack=square access.budget=100)
+gavel options                           list the options of every config group
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Where the Hydra configs live, and composing them outside a Hydra job (CLI checks, tests, benchmarks)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The adversarial-grid artifact: clean inputs above, adversarial inputs below, with the judge's verdicts."""
+
 from __future__ import annotations
 
 import matplotlib

@@ -1,4 +1,5 @@
 """From the evaluator's re-check on the judge to the metrics every run logs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,11 +7,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.base import AttackResult, Goal, distances
-from targets.oracle import SHARED, Oracle
+from targets.access import SHARED, Oracle, ThreatModel
 
-QUERY_THREAT_MODELS = ("score_based", "decision_based", "hybrid")
 PER_EXAMPLE_COLUMNS = (
-    "index", "label", "initial_prediction", "final_prediction", "attacked", "success", "queries", "linf", "l2",
+    "index",
+    "label",
+    "initial_prediction",
+    "final_prediction",
+    "attacked",
+    "success",
+    "queries",
+    "linf",
+    "l2",
 )
 
 
@@ -63,7 +71,7 @@ def evaluate(
     final_attacked: np.ndarray,
     result: AttackResult,
     goal: Goal,
-    threat_model: str,
+    threat_model: ThreatModel,
     compromise: Compromise,
 ) -> Evaluation:
     """Metrics over the `len(y)` evaluation examples; the attack ran on the rows where `attacked` is true.
@@ -109,7 +117,7 @@ def evaluate(
         "n_examples": float(len(y)),
         "n_attacked": float(n_attacked),
     }
-    curve = success_curve(success_attacked, result) if threat_model in QUERY_THREAT_MODELS else []
+    curve = success_curve(success_attacked, result) if threat_model.charged_queries else []
     per_example = {
         "index": index,
         "label": y,

@@ -1,4 +1,5 @@
 """`gavel run ...`: the Hydra entry point. One job = one experiment = one MLflow run."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,8 @@ from omegaconf import DictConfig
 
 from experiments import runner, tracking
 from experiments.config import CONF_DIR
-from experiments.validation import config_errors_exit, validate
+from experiments.settings import RunSettings
+from experiments.validation import config_errors_exit
 
 
 # An absolute path: run as the `gavel` console script, Hydra would otherwise look for a package named `conf`.
@@ -19,9 +21,11 @@ def main(cfg: DictConfig) -> dict[str, float]:
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     hydra_cfg = HydraConfig.get()
     sweep_id = tracking.sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    # Only the config and the data are config errors (one line, exit 2); from here on an error fails the run.
     with config_errors_exit():
-        validate(cfg)
-        return runner.run(cfg, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+        settings = RunSettings.from_config(cfg)
+        data = runner.load_data(settings)
+    return runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

@@ -1,109 +1,179 @@
-"""config -> judge (cached) -> surrogate (cached) -> clean accuracy -> attack the examples the judge gets right
--> re-check every adversarial input on the judge -> metrics -> MLflow."""
+"""One job, in named stages:
+
+    provision (data, judge, defense, Oracle) -> select examples -> attack -> audit the ledger -> evaluate -> record
+
+Config errors are found before `run` (`RunSettings.from_config`); data that cannot be loaded stops the job
+before an MLflow run starts. Everything from the judge on happens inside the run, which ends FAILED if any
+stage raises.
+"""
+
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig
+from torch import nn
 
-from attacks.base import Attack
-from attacks.client import AttackerClient
+from attacks.base import Attack, AttackerKit, AttackResult
 from experiments import tracking
 from experiments.figures import adversarial_grid
 from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
 from experiments.models import build_surrogate, cached_model
-from experiments.validation import ConfigError, constructor_kwargs, validate
-from targets.datasets import load_dataset
-from targets.oracle import SHARED, AccessPolicy, Oracle
+from experiments.settings import Device, RunSettings
+from targets.access import SHARED, AttackerClient, Oracle
+from targets.datasets import Dataset, load_dataset
 from targets.training import predict_labels
 
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
+def resolve_device(device: Device) -> str:
+    if device == Device.AUTO:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return device.value
 
 
-def build(node: DictConfig, **extra):
-    """The object a config-group node describes (`_target_` plus its keyword arguments)."""
-    return get_class(node._target_)(**constructor_kwargs(node), **extra)
+@dataclass(frozen=True)
+class Provisioned:
+    """The operator's side, set up: the evaluation data, the defended judge, and the Oracle in front of it."""
+
+    data: Dataset
+    judge: nn.Module
+    oracle: Oracle
+    device: str
 
 
-def run(cfg: DictConfig, sweep_id: str | None = None, overrides: list[str] = ()) -> dict[str, float]:
+@dataclass(frozen=True)
+class Selection:
+    """The first `n_examples` evaluation examples, the judge's verdict on each, and which are attacked."""
+
+    x: np.ndarray
+    y: np.ndarray
+    initial: np.ndarray
+    attacked: np.ndarray
+
+
+def load_data(settings: RunSettings) -> Dataset:
+    """Before any run is recorded: a missing data folder stops the job here."""
+    return load_dataset(settings.data)
+
+
+def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overrides: list[str] = ()) -> dict:
     """One experiment, one MLflow run (tagged with its sweep and the job's command-line overrides).
     Returns the run's metrics."""
-    validate(cfg)
-    attack: Attack = build(cfg.attack, seed=cfg.seed)
-    device = resolve_device(cfg.device)
-    data = load_dataset(cfg.data)  # a missing data folder stops here, before any run is recorded
-    if attack.targeted and not attack.target_class < data.n_classes:
-        raise ConfigError(f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1}")
-    with tracking.mlflow_run(cfg, attack, sweep_id, overrides):
-        judge_model = cached_model("judge", cfg.target, data.judge, cfg.seed, data, cfg, device).model
-        judge = build(cfg.defense).apply(judge_model)
-        oracle = Oracle(
-            judge,
-            AccessPolicy.from_config(cfg.access),
-            input_shape=data.input_shape,
-            n_classes=data.n_classes,
-            batch_size=cfg.oracle_batch_size,
-            device=device,
-        )
-        client = AttackerClient(oracle)
-        n = min(cfg.n_examples, len(data.eval))
-        x, y = data.eval.x[:n], data.eval.y[:n]
-        initial = predict_labels(judge, x, device=device)
-        attacked = initial == y
-        if attack.targeted:  # an example already judged as the target verdict has nothing to gain
-            attacked &= y != attack.target_class
-        if not attacked.any():
-            raise RuntimeError(f"none of the {n} evaluation examples can be attacked: the judge gets none right")
-        client.plan(int(attacked.sum()))
-        surrogate = build_surrogate(cfg, data, client, device) if attack.needs_surrogate else None
-
-        attacker_data = data.attacker if attack.needs_attacker_data else None
-        result = attack.run(client, x[attacked], y[attacked], surrogate=surrogate, attacker_data=attacker_data)
-        charged = int(result.queries.sum()) + oracle.queries(SHARED)
-        if charged != oracle.queries_total:
-            raise RuntimeError(
-                f"accounting mismatch: the attack reports {charged} queries, the Oracle's ledger {oracle.queries_total}"
-            )
-        evaluation = evaluate(
-            index=np.arange(n),
-            x=x,
-            y=y,
-            initial=initial,
-            attacked=attacked,
-            final_attacked=predict_labels(judge, result.x_adv, device=device),
-            result=result,
-            goal=attack.goal,
-            threat_model=attack.threat_model,
-            compromise=compromise_from_ledger(oracle, result),
-        )
-        tracking.log_evaluation(evaluation, per_example_csv(evaluation.per_example), _grid(evaluation, x, result))
-    _report(cfg, attack, evaluation)
-    return evaluation.metrics
-
-
-def _grid(evaluation: Evaluation, x: np.ndarray, result):
-    attacked = evaluation.per_example["attacked"]
-    pe = evaluation.per_example
-    return adversarial_grid(
-        x[attacked], result.x_adv, pe["label"][attacked], pe["initial_prediction"][attacked],
-        pe["final_prediction"][attacked], pe["success"][attacked],
-    )
-
-
-def _report(cfg: DictConfig, attack: Attack, evaluation: Evaluation) -> None:
+    attack = settings.attack_instance
+    with tracking.mlflow_run(settings, sweep_id, overrides):
+        provisioned = provision(settings, data)
+        selection = select_examples(settings, provisioned, attack)
+        client = AttackerClient(provisioned.oracle)
+        result = run_attack(settings, provisioned, selection, attack, client)
+        audit_ledger(provisioned.oracle, result)
+        evaluation = evaluate_result(provisioned, selection, attack, result)
+        record(evaluation, selection, result)
     m = evaluation.metrics
     log.info(
         "%s: clean accuracy %.3f, attack success rate %.3f over %d attacked, robust accuracy %.3f, "
         "median queries %g, budget exhausted %.2f",
-        tracking.run_name(attack.threat_model, cfg), m["clean_accuracy"], m["attack_success_rate"],
-        int(m["n_attacked"]), m["robust_accuracy"], m["queries_median"], m["budget_exhausted_fraction"],
+        tracking.run_name(settings),
+        m["clean_accuracy"],
+        m["attack_success_rate"],
+        int(m["n_attacked"]),
+        m["robust_accuracy"],
+        m["queries_median"],
+        m["budget_exhausted_fraction"],
     )
+    return m
+
+
+def provision(settings: RunSettings, data: Dataset) -> Provisioned:
+    """The judge (trained once, cached), the operator's defense around it, and the Oracle in front."""
+    device = resolve_device(settings.device)
+    judge_model = cached_model(
+        "judge", settings.target.model, data.judge, settings.seed, data, settings.cache_dir, device
+    ).model
+    judge = settings.defense_instance.apply(judge_model)
+    oracle = Oracle(
+        judge,
+        settings.access,
+        input_shape=data.input_shape,
+        n_classes=data.n_classes,
+        batch_size=settings.oracle_batch_size,
+        device=device,
+    )
+    return Provisioned(data, judge, oracle, device)
+
+
+def select_examples(settings: RunSettings, provisioned: Provisioned, attack: Attack) -> Selection:
+    """The same evaluation examples for every threat model; only those the judge gets right are attacked (and,
+    when targeted, not those it already judges as the target)."""
+    data = provisioned.data
+    n = min(settings.n_examples, len(data.eval))
+    x, y = data.eval.x[:n], data.eval.y[:n]
+    initial = predict_labels(provisioned.judge, x, device=provisioned.device)
+    attacked = initial == y
+    if attack.targeted:
+        attacked &= y != attack.target_class
+    if not attacked.any():
+        raise RuntimeError(f"none of the {n} evaluation examples can be attacked: the judge gets none right")
+    return Selection(x, y, initial, attacked)
+
+
+def run_attack(
+    settings: RunSettings, provisioned: Provisioned, selection: Selection, attack: Attack, client: AttackerClient
+) -> AttackResult:
+    """The attacker plans its examples, gets what its threat model gives it (a surrogate, its own data), and
+    attacks."""
+    client.plan(int(selection.attacked.sum()))
+    surrogate = None
+    if attack.threat_model.surrogate:
+        surrogate = build_surrogate(
+            settings.surrogate, provisioned.data, client, settings.seed + 1, settings.cache_dir, provisioned.device
+        )
+    kit = AttackerKit(
+        client=client,
+        surrogate=surrogate,
+        attacker_data=provisioned.data.attacker if attack.needs_attacker_data else None,
+    )
+    attacked = selection.attacked
+    return attack.run(selection.x[attacked], selection.y[attacked], kit)
+
+
+def audit_ledger(oracle: Oracle, result: AttackResult) -> None:
+    """The attack's own query counts must be the Oracle's, row for row."""
+    charged = int(result.queries.sum()) + oracle.queries(SHARED)
+    if charged != oracle.queries_total:
+        raise RuntimeError(
+            f"accounting mismatch: the attack reports {charged} queries, the Oracle's ledger {oracle.queries_total}"
+        )
+
+
+def evaluate_result(provisioned: Provisioned, selection: Selection, attack: Attack, result: AttackResult) -> Evaluation:
+    """Every adversarial input re-checked on the (defended) judge, never taken from the attack."""
+    return evaluate(
+        index=np.arange(len(selection.y)),
+        x=selection.x,
+        y=selection.y,
+        initial=selection.initial,
+        attacked=selection.attacked,
+        final_attacked=predict_labels(provisioned.judge, result.x_adv, device=provisioned.device),
+        result=result,
+        goal=attack.goal,
+        threat_model=attack.threat_model,
+        compromise=compromise_from_ledger(provisioned.oracle, result),
+    )
+
+
+def record(evaluation: Evaluation, selection: Selection, result: AttackResult) -> None:
+    attacked = evaluation.per_example["attacked"]
+    pe = evaluation.per_example
+    grid = adversarial_grid(
+        selection.x[attacked],
+        result.x_adv,
+        pe["label"][attacked],
+        pe["initial_prediction"][attacked],
+        pe["final_prediction"][attacked],
+        pe["success"][attacked],
+    )
+    tracking.log_evaluation(evaluation, per_example_csv(pe), grid)

@@ -2,6 +2,7 @@
 
 Tracking URI: MLFLOW_TRACKING_URI if set, else MLflow's own default. A run that raises ends FAILED.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,14 +12,17 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from experiments.settings import RunSettings
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
-def run_name(threat_model: str, cfg: DictConfig) -> str:
-    budget = "inf" if cfg.access.budget is None else cfg.access.budget
-    return f"{threat_model}-{cfg.attack.name}-{cfg.target.name}-b{budget}-s{cfg.seed}"
+def run_name(settings: RunSettings) -> str:
+    budget = "inf" if settings.access.budget is None else settings.access.budget
+    threat_model = settings.attack_instance.threat_model
+    return f"{threat_model.name}-{settings.attack.name}-{settings.target.name}-b{budget}-s{settings.seed}"
 
 
 def sweep_id_for(sweep_dir: str | Path) -> str:
@@ -48,28 +52,29 @@ def git_sha() -> str:
 
 
 @contextmanager
-def mlflow_run(cfg: DictConfig, attack, sweep_id: str | None = None, overrides: list[str] = ()):
+def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: list[str] = ()):
     """Start the run with its params and tags; on any exception the run ends FAILED (KILLED on Ctrl-C)."""
-    mlflow.set_experiment(cfg.experiment_name)
+    mlflow.set_experiment(settings.experiment_name)
+    attack = settings.attack_instance
     tags = {
-        "threat_model": attack.threat_model,
+        "threat_model": attack.threat_model.name,
         "norm": "patch" if attack.norm is None else f"L{attack.norm}",
-        "attack": cfg.attack.name,
-        "judge": cfg.target.name,
-        "dataset": cfg.data.name,
-        "access.output": cfg.access.output,
-        "access.weights": cfg.access.weights,
-        "defense": cfg.defense.name,
+        "attack": settings.attack.name,
+        "judge": settings.target.name,
+        "dataset": settings.data.name.value,
+        "access.output": settings.access.output.value,
+        "access.weights": settings.access.weights.value,
+        "defense": settings.defense.name,
         "git_sha": git_sha(),
     }
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
     if overrides:
         tags["overrides"] = " ".join(overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    with mlflow.start_run(run_name=run_name(attack.threat_model, cfg), tags=tags) as run:
+    resolved = settings.plain_config()
+    with mlflow.start_run(run_name=run_name(settings), tags=tags) as run:
         mlflow.log_params(flatten(resolved))
-        mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
         yield run
 
 

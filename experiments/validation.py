@@ -1,25 +1,31 @@
-"""Config checks that run before anything is trained: one clear line naming the key and what is allowed."""
+"""Config checks: one clear line naming the key and what is allowed, before anything is trained or recorded.
+
+`check_overrides` reads the command line before Hydra starts a job; `Node` reads one config node at the typed
+boundary (`experiments.settings`), each getter checking a type and a range; `check_hyperparameter` checks a
+value against the type an attack or defense declares in its `__init__` signature.
+"""
+
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import math
 import sys
+import types
+import typing
 from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Mapping, Sequence, TypeVar, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_class
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.base import Attack
-from attacks.extraction import METHODS
-from defenses.base import Defense
+from attacks.params import Range
 from experiments.config import GROUPS, compose_config, group_options
-from experiments.models import KNOWLEDGE
-from targets.datasets import DATASETS, PROXIES
-from targets.models import ARCHITECTURES
-from targets.oracle import AccessDenied, AccessPolicy
 
-DEVICES = ("cpu", "cuda", "auto")
-CONFIG_KEYS_NOT_PASSED_TO_CONSTRUCTORS = ("_target_", "name")
+SEED_MAX = 2**32 - 1
+"""Seeds reach numpy's legacy generator in some attack libraries, which takes 32 bits."""
 
 
 class ConfigError(ValueError):
@@ -37,13 +43,26 @@ def config_errors_exit():
 
 
 def check_overrides(args: list[str]) -> None:
-    """Name an unknown config-group option or an unknown key in one line, before Hydra starts a job."""
-    parsed = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    """Name an unknown config-group option, an unknown key, a removed key or a syntax error in one line,
+    before Hydra starts a job."""
+    overrides = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(f"{_culprit(overrides)}: not a valid override ({first}); allowed: KEY=VALUE") from None
     group_choices: list[str] = []
     value_overrides = []
     for override in parsed:
         key = override.key_or_group
-        if key.startswith(("hydra.", "hydra/", "+", "~")) or key == "hydra":
+        if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        if override.is_delete():
+            raise ConfigError(
+                f"~{key}: gavel needs every key and config group; allowed: {key}=VALUE to change it"
+                + (f" (options: {', '.join(group_options(key))})" if key in GROUPS else "")
+            )
+        if key.startswith("+"):
             continue
         values = (
             list(override.sweep_string_iterator())
@@ -58,7 +77,10 @@ def check_overrides(args: list[str]) -> None:
             group_choices.append(f"{key}={values[0]}")
         else:
             value_overrides.append(key)
-    base = compose_config(group_choices)
+    try:
+        base = compose_config(group_choices)
+    except HydraException as error:
+        raise ConfigError(f"{' '.join(group_choices)}: {str(error).strip().splitlines()[0]}") from None
     for key in value_overrides:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(base, parent) if parent else base
@@ -68,120 +90,213 @@ def check_overrides(args: list[str]) -> None:
             raise ConfigError(f"{key}: no such key; allowed keys{where}: {allowed}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` for the first value gavel cannot run with."""
-    _check_choice("data.name", cfg.data.name, DATASETS)
-    _check_choice("target.arch.name", cfg.target.arch.name, ARCHITECTURES)
-    _check_recipe("target", cfg.target.train)
-    _check_surrogate(cfg.surrogate, cfg.data.name)
-    _check_choice("device", cfg.device, DEVICES)
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda: no CUDA device is available here; allowed: cpu, auto")
-    _check_positive_int("n_examples", cfg.n_examples)
-    _check_positive_int("oracle_batch_size", cfg.oracle_batch_size)
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed={cfg.seed!r}: allowed: an integer")
-    try:
-        policy = AccessPolicy.from_config(cfg.access)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    attack_cls = _check_component("attack", cfg.attack, Attack)
-    _check_component("defense", cfg.defense, Defense)
-    eps = cfg.attack.get("eps")
-    if attack_cls.norm == "inf" and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1):
-        raise ConfigError(f"attack.eps={eps!r}: allowed: a number in (0, 1] (L-inf, inputs in [0, 1])")
-    if attack_cls.norm == "2" and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0):
-        raise ConfigError(f"attack.eps={eps!r}: allowed: a positive number (L2, inputs in [0, 1])")
-    target_class = cfg.attack.get("target_class")
-    if cfg.attack.get("targeted") and (not isinstance(target_class, int) or target_class < 0):
-        raise ConfigError(f"attack.target_class={target_class!r}: allowed: a class index (the verdict to force)")
-    try:
-        attack = attack_cls(**constructor_kwargs(cfg.attack), seed=cfg.seed)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"attack={cfg.attack.name}: {error}") from None
-    try:
-        attack.check_access(policy)
-    except AccessDenied as denied:
-        raise ConfigError(f"attack={cfg.attack.name}: {denied}") from None
+def _culprit(overrides: list[str]) -> str:
+    """The first override the parser refuses on its own, or all of them."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            return override
+    return " ".join(overrides)
 
 
-def constructor_kwargs(node: DictConfig) -> dict:
-    return {k: v for k, v in node.items() if k not in CONFIG_KEYS_NOT_PASSED_TO_CONSTRUCTORS}
+_MISSING = object()
+E = TypeVar("E", bound=StrEnum)
 
 
-def _check_choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r}: allowed: {', '.join(allowed)}")
+class Node:
+    """One config node, read at the boundary: every getter checks the value's type and range and raises a
+    `ConfigError` naming the dotted key and what is allowed."""
+
+    def __init__(self, values: Mapping, path: str = "") -> None:
+        self.values = values
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.values and self.values[name] is not None
+
+    def raw(self, name: str, allowed: str):
+        value = self.values.get(name, _MISSING)
+        if value is _MISSING:
+            raise ConfigError(f"{self.key(name)}: missing; allowed: {allowed}")
+        return value
+
+    def child(self, name: str) -> Node:
+        value = self.raw(name, "a group of keys")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self.key(name)}={value!r}: allowed: a group of keys")
+        return Node(value, self.key(name))
+
+    def fail(self, name: str, value, allowed: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.key(name)}={value!r}: allowed: {allowed}")
+
+    def integer(
+        self,
+        name: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        optional: bool = False,
+        meaning: str = "",
+    ) -> int | None:
+        allowed = _integer_words(minimum, maximum) + (f" ({meaning})" if meaning else "")
+        allowed += " or null" if optional else ""
+        value = self.raw(name, allowed)
+        if value is None and optional:
+            return None
+        if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.fail(name, value, allowed)
+        return int(value)
+
+    def number(self, name: str, range_: Range, *, optional: bool = False) -> float | None:
+        allowed = f"a number {range_.describe()}" + (" or null" if optional else "")
+        value = self.raw(name, allowed)
+        if value is None and optional:
+            return None
+        if not _is_number(value) or not range_.holds(float(value)):
+            self.fail(name, value, allowed)
+        return float(value)
+
+    def boolean(self, name: str) -> bool:
+        value = self.raw(name, "true or false")
+        if not isinstance(value, bool):
+            self.fail(name, value, "true or false")
+        return value
+
+    def text(self, name: str, *, optional: bool = False, meaning: str = "text") -> str | None:
+        allowed = meaning + (" or null" if optional else "")
+        value = self.raw(name, allowed)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            self.fail(name, value, allowed)
+        return str(value)
+
+    def choice(self, name: str, options: type[E]) -> E:
+        allowed = ", ".join(option.value for option in options)
+        value = self.raw(name, allowed)
+        try:
+            return options(value)
+        except ValueError:
+            self.fail(name, value, allowed)
+
+    def one_of(self, name: str, options: Sequence[str]) -> str:
+        value = self.raw(name, ", ".join(options))
+        if value not in options:
+            self.fail(name, value, ", ".join(options))
+        return value
 
 
-def _check_positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r}: allowed: a positive integer")
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_surrogate(node: DictConfig, dataset: str) -> None:
-    members = node.members.items() if node.get("members") else [(None, node)]
-    for name, member in members:
-        prefix = "surrogate" if name is None else f"surrogate.members.{name}"
-        _check_choice(f"{prefix}.arch.name", member.arch.name, ARCHITECTURES)
-        _check_recipe(prefix, member.train)
-    _check_choice("surrogate.knowledge", node.knowledge, KNOWLEDGE)
-    fraction = node.data_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ConfigError(f"surrogate.data_fraction={fraction!r}: allowed: a number in (0, 1]")
-    if node.knowledge == "proxy" and dataset in PROXIES:
-        _check_choice(f"surrogate.proxy (data={dataset})", node.proxy, PROXIES[dataset])
-    if node.knowledge == "extracted":
-        _check_choice("surrogate.extraction.method", node.extraction.method, METHODS)
-        _check_positive_int("surrogate.extraction.label_budget", node.extraction.label_budget)
-        _check_choice("surrogate.extraction.sampling", node.extraction.sampling, ("random", "adaptive"))
-        _check_positive_int("surrogate.extraction.seed_size", node.extraction.seed_size)
-        _check_positive_int("surrogate.extraction.tau", node.extraction.tau)
-        if node.get("members"):
-            raise ConfigError(
-                "surrogate=ensemble with surrogate.knowledge=extracted: each member would buy its own labels; "
-                "allowed: an ensemble with leaked, same_distribution or proxy knowledge, or one extracted surrogate"
-            )
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_recipe(role: str, train: DictConfig) -> None:
-    for key in ("epochs", "batch_size"):
-        _check_positive_int(f"{role}.train.{key}", train[key])
-    if not isinstance(train.lr, (int, float)) or train.lr <= 0:
-        raise ConfigError(f"{role}.train.lr={train.lr!r}: allowed: a positive number")
+def _integer_words(minimum: int | None, maximum: int | None) -> str:
+    if minimum == 1 and maximum is None:
+        return "a positive integer"
+    if minimum is not None and maximum is not None:
+        return f"an integer from {minimum} to {maximum}"
+    if minimum is not None:
+        return f"an integer >= {minimum}"
+    return "an integer"
 
 
-def keyword_parameters(cls: type) -> list[str]:
-    """Keyword-only constructor parameters of `cls` and the classes it passes `**kwargs` on to (`seed` is the
-    experiment's, not the component's)."""
-    names: list[str] = []
+def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:
+    """Keyword-only `__init__` parameters along `cls`'s hierarchy (its own `parameters()` where it has one;
+    `seed` is the experiment's)."""
+    if hasattr(cls, "parameters"):
+        return cls.parameters()
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        for name, p in inspect.signature(klass.__init__).parameters.items():
-            if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in names:
-                names.append(name)
-    return names
+        if "__init__" in vars(klass) and klass is not object:
+            for name, p in inspect.signature(klass.__init__).parameters.items():
+                if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
+                    found[name] = p
+    return found
 
 
-def _check_component(group: str, node: DictConfig, base: type) -> type:
-    """The class a `_target_` names, and that every other key is one of its keyword arguments."""
-    try:
-        cls = get_class(node._target_)
-    except Exception:
-        raise ConfigError(
-            f"{group}._target_={node._target_!r}: not importable; allowed {group} options: "
-            f"{', '.join(group_options(group))}"
-        ) from None
-    if not issubclass(cls, base):
-        raise ConfigError(f"{group}._target_={node._target_!r}: not a {base.__name__}")
-    allowed = keyword_parameters(cls)
-    for key in constructor_kwargs(node):
-        if key not in allowed:
-            raise ConfigError(
-                f"{group}.{key}: not a parameter of {group}={node.name}; allowed: {', '.join(allowed) or 'none'}"
-            )
-    return cls
+def declared_types(cls: type) -> dict[str, Any]:
+    """The type each hyperparameter of `cls` is declared with (the first declaration along the hierarchy)."""
+    hints: dict[str, Any] = {}
+    classes = list(cls.__mro__)
+    crafter = getattr(cls, "crafter_class", None)  # a transfer attack takes its crafter's hyperparameters
+    if crafter is not None:
+        classes += list(crafter.__mro__)
+    for klass in classes:
+        if "__init__" in vars(klass) and klass is not object:
+            for name, hint in typing.get_type_hints(klass.__init__, include_extras=True).items():
+                hints.setdefault(name, hint)
+    return hints
+
+
+def check_hyperparameter(key: str, value, hint) -> None:
+    """Raise `ConfigError` unless `value` has the declared type `hint` (bool, int, float, str, Literal,
+    Sequence, Mapping, `X | None`, and `Annotated[..., Range]`)."""
+    if not _conforms(value, hint):
+        raise ConfigError(f"{key}={value!r}: allowed: {_describe(hint)}")
+
+
+def _conforms(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Annotated:
+        base, *extras = args
+        ranges = [e for e in extras if isinstance(e, Range)]
+        return _conforms(value, base) and all(r.holds(float(value)) for r in ranges)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0] if args else Any) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    raise TypeError(f"cannot check a value against the declared type {hint!r}")
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        base, *extras = args
+        ranges = [e for e in extras if isinstance(e, Range)]
+        if ranges and base is int and ranges[0] == Range(minimum=1):
+            return "a positive integer"
+        noun = "an integer" if base is int else "a number"
+        return f"{noun} {ranges[0].describe()}" if ranges else _describe(base)
+    if origin in (Union, types.UnionType):
+        parts = [_describe(arg) for arg in args if arg is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return ", ".join(str(a) for a in args)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "text"
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list of ({_describe(args[0])})" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a group of keys"
+    return "any value"

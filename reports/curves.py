@@ -1,4 +1,5 @@
 """Success-vs-queries curves of a sweep's query attacks: one plot per output mode."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,14 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
         styles = {b: ("-", "--", ":", "-.")[i % 4] for i, b in enumerate(budgets)}  # colour: attack; line: budget
         for row, history in runs:
             budget = "unlimited" if row["budget"] == "null" else row["budget"]
-            ax.plot([m.step for m in history], [m.value for m in history], marker=".", color=colours[row["attack"]],
-                    linestyle=styles[row["budget"]], label=f"{row['attack']}, {row['eps']} (budget {budget})")
+            ax.plot(
+                [m.step for m in history],
+                [m.value for m in history],
+                marker=".",
+                color=colours[row["attack"]],
+                linestyle=styles[row["budget"]],
+                label=f"{row['attack']}, {row['eps']} (budget {budget})",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("queries per example")
         ax.set_ylabel("attack success rate")

@@ -1,4 +1,5 @@
 """At the end of a sweep: print the table of its runs and where they are, and write it beside the sweep."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,6 +30,4 @@ class SweepSummary(Callback):
         if curves:
             where += "\n" + "\n".join(f"Success-vs-queries curves: {path}" for path in curves)
         print(f"\n{table}\n\n{where}\n")
-        (sweep_dir / "summary.md").write_text(
-            f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n"
-        )
+        (sweep_dir / "summary.md").write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")

@@ -1,11 +1,14 @@
 """Read a sweep's runs back from MLflow and lay them out as a table."""
+
 from __future__ import annotations
 
 import math
 
 import mlflow
 
-THREAT_ORDER = {"white_box": 0, "transfer": 1, "score_based": 2, "decision_based": 3, "hybrid": 4}
+from targets.access import THREAT_MODELS, threat_model_named
+
+THREAT_ORDER = {model.name: position for position, model in enumerate(THREAT_MODELS)}
 LEADING = (
     ("threat model", "threat_model"),
     ("attack", "attack"),
@@ -99,7 +102,9 @@ def _eps(norm: str | None, eps: str | None) -> str:
 def _cell(row: dict, key: str) -> str:
     value = row.get(key)
     if key == "budget":
-        return "-" if row["threat_model"] in ("white_box", "transfer") else ("unlimited" if value == "null" else value)
+        if row["threat_model"] not in THREAT_ORDER or not threat_model_named(row["threat_model"]).charged_queries:
+            return "-"
+        return "unlimited" if value == "null" else value
     if value is None:
         return "n/a"
     if isinstance(value, float):

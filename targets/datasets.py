@@ -2,17 +2,67 @@
 
 Inputs are float32 in [0, 1], NCHW; labels are int64. Splits are deterministic given `data.split_seed`.
 """
+
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 POOLS = ("judge", "attacker", "eval")
-TORCHVISION_SETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-DATASETS = ("digits", *TORCHVISION_SETS)
+
+
+class DatasetName(StrEnum):
+    DIGITS = "digits"
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion_mnist"
+    CIFAR10 = "cifar10"
+
+    @property
+    def n_classes(self) -> int:
+        return 10  # digits, MNIST, Fashion-MNIST and CIFAR-10 all have ten
+
+
+TORCHVISION_SETS = {
+    DatasetName.MNIST: "MNIST",
+    DatasetName.FASHION_MNIST: "FashionMNIST",
+    DatasetName.CIFAR10: "CIFAR10",
+}
+DATASETS = tuple(name.value for name in DatasetName)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Shares of the data for the three pools. The embedded digits split the whole set three ways; a
+    torchvision set splits its training set between judge and attacker (`eval` comes from its test set)."""
+
+    judge: float
+    attacker: float
+    eval: float | None = None
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """At most this many examples per pool (None: all); torchvision sets only."""
+
+    judge: int | None = None
+    attacker: int | None = None
+    eval: int | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A `conf/data` node."""
+
+    name: DatasetName
+    root: str | None = None
+    download: bool = False
+    split_seed: int = 0
+    split: Split = Split(0.5, 0.3, 0.2)
+    limit: PoolLimits = PoolLimits()
 
 
 @dataclass(frozen=True)
@@ -43,13 +93,11 @@ class Dataset:
         return tuple(self.eval.x.shape[1:])  # type: ignore[return-value]
 
 
-def load_dataset(cfg) -> Dataset:
-    """Build the pools described by a `conf/data` node."""
-    if cfg.name == "digits":
-        return _digits(cfg)
-    if cfg.name in TORCHVISION_SETS:
-        return _torchvision(cfg)
-    raise ValueError(f"data.name={cfg.name!r}: allowed: {', '.join(DATASETS)}")
+def load_dataset(spec: DataSpec) -> Dataset:
+    """The pools `spec` describes."""
+    if spec.name == DatasetName.DIGITS:
+        return _digits(spec)
+    return _torchvision(spec)
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -59,27 +107,27 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return (bunch.images.astype(np.float32) / 16.0)[:, None, :, :], bunch.target.astype(np.int64)
 
 
-def _digits(cfg) -> Dataset:
+def _digits(cfg: DataSpec) -> Dataset:
     x, y = _digits_arrays()
     order = np.random.default_rng(cfg.split_seed).permutation(len(y))
-    fractions = np.array([cfg.split[p] for p in POOLS], dtype=float)
+    fractions = np.array([getattr(cfg.split, p) for p in POOLS], dtype=float)
     bounds = np.round(np.cumsum(fractions) / fractions.sum() * len(y)).astype(int)
     parts = np.split(order, bounds[:-1])
     pools = {p: Pool(x[idx], y[idx]) for p, idx in zip(POOLS, parts)}
     return Dataset("digits", pools["judge"], pools["attacker"], pools["eval"], n_classes=10)
 
 
-def _torchvision(cfg) -> Dataset:
+def _torchvision(cfg: DataSpec) -> Dataset:
     """Judge and attacker pools split the official training set; evaluation examples come from the test set."""
     import torchvision
 
     if cfg.root is None:
-        raise ValueError(f"data.root is not set: {cfg.name} loads from a local torchvision folder")
+        raise FileNotFoundError(f"data.root is not set: {cfg.name} loads from a local torchvision folder")
     root = Path(cfg.root).expanduser()
     cls = getattr(torchvision.datasets, TORCHVISION_SETS[cfg.name])
     try:
-        train = cls(root=str(root), train=True, download=bool(cfg.download))
-        test = cls(root=str(root), train=False, download=bool(cfg.download))
+        train = cls(root=str(root), train=True, download=cfg.download)
+        test = cls(root=str(root), train=False, download=cfg.download)
     except RuntimeError as error:
         raise FileNotFoundError(
             f"data.root={root}: no {cls.__name__} files there ({error}); "
@@ -95,7 +143,7 @@ def _torchvision(cfg) -> Dataset:
     attacker_idx = _limit(order[n_judge:], cfg.limit.attacker)
     eval_idx = _limit(rng.permutation(len(y_test)), cfg.limit.eval)
     return Dataset(
-        cfg.name,
+        cfg.name.value,
         judge=Pool(x_train[judge_idx], y_train[judge_idx]),
         attacker=Pool(x_train[attacker_idx], y_train[attacker_idx]),
         eval=Pool(x_test[eval_idx], y_test[eval_idx]),
@@ -127,10 +175,10 @@ def subsample(pool: Pool, fraction: float, seed: int) -> Pool:
 
 
 PROXIES = {
-    "digits": ("transformed", "mnist"),
-    "mnist": ("transformed", "digits"),
-    "fashion_mnist": ("transformed",),
-    "cifar10": ("transformed",),
+    DatasetName.DIGITS: ("transformed", "mnist"),
+    DatasetName.MNIST: ("transformed", "digits"),
+    DatasetName.FASHION_MNIST: ("transformed",),
+    DatasetName.CIFAR10: ("transformed",),
 }
 
 

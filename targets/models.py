@@ -1,10 +1,40 @@
 """Judge architectures. Every model takes inputs in [0, 1] (NCHW) and normalises inside."""
+
 from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
 
-ARCHITECTURES = ("cnn", "mlp", "resnet18")
+
+class ArchName(StrEnum):
+    CNN = "cnn"
+    MLP = "mlp"
+    RESNET18 = "resnet18"
+
+
+ARCHITECTURES = tuple(name.value for name in ArchName)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A `target.arch` / `surrogate.arch` node: the network's kind and its size (`width` for the CNN,
+    `hidden` layer sizes for the MLP; the ResNet has neither)."""
+
+    name: ArchName
+    width: int | None = None
+    hidden: tuple[int, ...] | None = None
+
+    def as_dict(self) -> dict:
+        """The fields that are set, as the config had them (the model cache's key hashes this)."""
+        out: dict = {"name": self.name.value}
+        if self.width is not None:
+            out["width"] = self.width
+        if self.hidden is not None:
+            out["hidden"] = list(self.hidden)
+        return out
 
 
 class Normalize(nn.Module):
@@ -35,18 +65,15 @@ class Judge(nn.Module):
         return self.net(self.normalize(x))
 
 
-def build_model(arch_cfg, input_shape: tuple[int, int, int], n_classes: int) -> Judge:
-    """Build an untrained model from a `target.arch` / `surrogate.arch` node."""
+def build_model(arch: Architecture, input_shape: tuple[int, ...], n_classes: int) -> Judge:
+    """An untrained model of architecture `arch`."""
     channels, height, width = input_shape
-    name = arch_cfg.name
-    if name == "cnn":
-        net = _cnn(channels, arch_cfg.width, n_classes)
-    elif name == "mlp":
-        net = _mlp(channels * height * width, list(arch_cfg.hidden), n_classes)
-    elif name == "resnet18":
-        net = _torchvision_resnet("resnet18", channels, n_classes)
+    if arch.name == ArchName.CNN:
+        net = _cnn(channels, arch.width, n_classes)
+    elif arch.name == ArchName.MLP:
+        net = _mlp(channels * height * width, list(arch.hidden), n_classes)
     else:
-        raise ValueError(f"arch.name={name!r}: allowed: {', '.join(ARCHITECTURES)}")
+        net = _torchvision_resnet(arch.name.value, channels, n_classes)
     return Judge(net, channels)
 
 

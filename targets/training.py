@@ -5,8 +5,10 @@ A cache entry is a folder `<cache_dir>/models/<key>/` holding `model.pt` (a plai
 temporary folder and renamed into place, so a crash never leaves a half-written entry under its key; an
 entry that fails any check on load is reported and retrained.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from targets.datasets import Pool
-from targets.models import Judge, build_model
+from targets.models import Architecture, Judge, build_model
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +31,41 @@ CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a model is trained (`target.train`, `surrogate.train`): Adam over shuffled mini-batches."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A judge or surrogate as configured: its architecture and training recipe."""
+
+    arch: Architecture
+    train: Recipe
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything that determines a trained model."""
 
     role: str
-    arch: dict
-    train: dict
+    arch: Architecture
+    train: Recipe
     seed: int
     input_shape: tuple[int, ...]
     n_classes: int
     data_fingerprint: str
 
     @classmethod
-    def from_config(cls, role: str, node, seed: int, pool: Pool, input_shape, n_classes: int) -> "ModelSpec":
+    def of(cls, role: str, model: ModelConfig, seed: int, pool: Pool, input_shape, n_classes: int) -> ModelSpec:
         return cls(
             role=role,
-            arch=OmegaConf.to_container(node.arch, resolve=True),
-            train=OmegaConf.to_container(node.train, resolve=True),
+            arch=model.arch,
+            train=model.train,
             seed=int(seed),
             input_shape=tuple(int(d) for d in input_shape),
             n_classes=int(n_classes),
@@ -57,8 +76,8 @@ class ModelSpec:
         return {
             "format": CACHE_FORMAT,
             "role": self.role,
-            "arch": self.arch,
-            "train": self.train,
+            "arch": self.arch.as_dict(),
+            "train": dataclasses.asdict(self.train),
             "seed": self.seed,
             "input_shape": list(self.input_shape),
             "n_classes": self.n_classes,
@@ -101,17 +120,17 @@ def get_or_train(spec: ModelSpec, pool: Pool, cache_dir: str | Path, device: str
 
 def train(spec: ModelSpec, pool: Pool, device: str = "cpu") -> tuple[Judge, float]:
     torch.manual_seed(spec.seed)
-    model = build_model(DictConfig(spec.arch), spec.input_shape, spec.n_classes)
+    model = build_model(spec.arch, spec.input_shape, spec.n_classes)
     x = torch.from_numpy(pool.x)
     y = torch.from_numpy(pool.y)
     model.normalize.fit(x)
     model.to(device).train()
     recipe = spec.train
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(spec.seed)
-    for _ in range(recipe["epochs"]):
-        for idx in torch.randperm(len(y), generator=generator).split(recipe["batch_size"]):
+    for _ in range(recipe.epochs):
+        for idx in torch.randperm(len(y), generator=generator).split(recipe.batch_size):
             optimizer.zero_grad()
             loss = loss_fn(model(x[idx].to(device)), y[idx].to(device))
             loss.backward()
@@ -141,7 +160,7 @@ def _load(entry: Path, spec: ModelSpec) -> tuple[Judge, dict]:
         raise CorruptCacheEntry("meta.json does not match the spec this key stands for")
     if hashlib.sha256(weights).hexdigest() != meta.get("sha256"):
         raise CorruptCacheEntry("model.pt does not match its recorded SHA-256")
-    model = build_model(DictConfig(spec.arch), spec.input_shape, spec.n_classes)
+    model = build_model(spec.arch, spec.input_shape, spec.n_classes)
     try:
         state = torch.load(entry / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

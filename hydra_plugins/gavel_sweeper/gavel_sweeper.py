@@ -5,6 +5,7 @@
 product (white box once, query attacks at three budgets) is one grid. Command-line overrides apply to every
 block and win over a block's value for the same key.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,13 +51,14 @@ class GavelSweeper(BasicSweeper):
         return expand_grid(self.grid, self.params, arguments, parser)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from experiments.validation import ConfigError, config_errors_exit, validate
+        from experiments.settings import RunSettings
+        from experiments.validation import ConfigError, config_errors_exit
 
         jobs = self.jobs(arguments)
         with config_errors_exit():
             for job in jobs:
                 try:
-                    validate(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+                    RunSettings.from_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
                 except ConfigError as error:
                     raise ConfigError(f"{error} (in sweep job: {' '.join(job)})") from None
         log.info("gavel sweep: %d jobs, all configs valid", len(jobs))

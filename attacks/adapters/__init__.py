@@ -1,0 +1,1 @@
+"""The attack libraries over gavel's handles: ART (`art`) and foolbox (`foolbox`)."""

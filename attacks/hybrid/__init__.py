@@ -1,0 +1,1 @@
+"""Hybrid attackers: transfer first, then a query attack from the transfer example."""

@@ -1,0 +1,1 @@
+"""Query attacks: score-based and decision-based, through the Oracle under a per-example budget."""

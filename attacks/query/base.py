@@ -1,0 +1,86 @@
+"""Query attacks (score-based and decision-based): an attack library driven through the Oracle, one example at a
+time, so each example's queries are charged to it alone."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
+from attacks.base import Attack, AttackerKit, AttackResult
+from targets.access import QueryRefused
+
+
+class QueryAttack(Attack):
+    """An ART (or foolbox) query attack against the Oracle, under the access policy's per-example budget.
+
+    The attacker stops at the first answer that shows the judge fooled within eps. When the budget or its
+    accounts run out first, it keeps its best result so far: a fooling input it has seen, or else the
+    original.
+
+    A run can start from given inputs (a hybrid attacker's transfer examples). How depends on `start`:
+    "adversarial" attacks walk back from an input that already fools the judge (handed to the library as its
+    initial adversarial); "centre" attacks search around the start instead of the original, every query
+    projected back into the threat model's ball around the original; None: the attack cannot use a start.
+    """
+
+    start: ClassVar[str | None] = None
+
+    def __init__(self, *, eps: float, reuse_answers: bool = True, **common) -> None:
+        super().__init__(eps=eps, **common)
+        self.reuse_answers = reuse_answers
+
+    @abstractmethod
+    def library_attack(self, estimator: OracleClassifier, budget: int | None) -> Any:
+        """The configured library attack over `estimator` (an ART `EvasionAttack`, or a foolbox attack behind
+        the same `generate`). `budget` is what this example has left of its query budget (None: unlimited):
+        the attacker knows it and may plan for it."""
+
+    def generate(
+        self, attack: Any, x: np.ndarray, y: np.ndarray, adversarial: np.ndarray | None, kit: AttackerKit
+    ) -> np.ndarray:
+        """Run the library on one example, from an input that already fools the judge when one is given."""
+        if adversarial is None:
+            return attack.generate(x, y=y)
+        return attack.generate(x, y=y, x_adv_init=adversarial)
+
+    def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
+        """Each row is charged to its key in `kit` (a hybrid attacker hands on the keys its transfer stage
+        already spent on, and each example's remaining budget is what is left)."""
+        client = kit.client
+        keys = kit.keys_for(len(x))
+        x_adv = x.copy()
+        queries_to_success = np.full(len(x), -1, dtype=np.int64)
+        labels = self.library_labels(y)
+        for i, key in enumerate(keys):
+            if client.out_of_accounts:  # every account is spent: nothing more can be asked
+                client.stop(key)
+                continue
+            origin = x[i : i + 1]
+            centre, submit, adversarial = origin, None, None
+            start = kit.start(i)
+            if start is not None and self.start == "adversarial":
+                adversarial = start[None]
+            elif start is not None and self.start == "centre":
+                centre = start[None]
+                submit = lambda z, origin=origin: self.project(z, np.broadcast_to(origin, z.shape))  # noqa: E731
+            budget_left = client.budget_left(key)
+            if budget_left is not None and budget_left < 1:  # an earlier stage spent it all
+                client.stop(key)
+                continue
+            session = QuerySession(client, key, x[i], int(y[i]), self.goal, self.reuse_answers, submit)
+            attack = self.library_attack(OracleClassifier(session), budget_left)
+            seed_global_rngs(self.seed, key)
+            candidate = None
+            try:
+                candidate = self.generate(attack, centre, labels[i : i + 1], adversarial, kit)
+            except (AttackerDone, QueryRefused):
+                pass
+            if session.success is not None:
+                x_adv[i] = session.success
+                queries_to_success[i] = session.queries_to_success
+            elif candidate is not None:
+                x_adv[i] = self.project(candidate, origin)[0]
+        return AttackResult.charged(client, keys, x_adv, queries_to_success)

@@ -1,0 +1,1 @@
+"""Transfer attacks: crafted on the attacker's surrogate, each result submitted once through the API."""

@@ -1,0 +1,11 @@
+"""Transfer attack: PGD L-inf crafted on the attacker's surrogate (ART or foolbox), each result submitted once
+through the Oracle."""
+
+from __future__ import annotations
+
+from attacks.transfer.base import TransferAttack
+from attacks.white_box.pgd import PGD
+
+
+class TransferPGD(TransferAttack):
+    crafter_class = PGD

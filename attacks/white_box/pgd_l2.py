@@ -1,0 +1,13 @@
+"""PGD L2 (Madry et al., 2018) on the judge itself: white box, from ART or foolbox."""
+
+from __future__ import annotations
+
+from attacks.params import PositiveFloat
+from attacks.white_box.pgd import PGD
+
+
+class PGDL2(PGD):
+    norm = "2"
+
+    def __init__(self, *, eps: float = 1.0, eps_step: PositiveFloat = 0.1, **rest) -> None:
+        super().__init__(eps=eps, eps_step=eps_step, **rest)

@@ -1,0 +1,117 @@
+"""The attacker's side of the API: its accounts, and what the operator's published rules let it know.
+
+When the operator's per-account limit refuses a query, the attacker moves to its next account and asks for
+the rest; when every account is spent it gives up, on this example and every one after it. The client is the
+only handle a black-box attack holds: it reaches the Oracle through `query` and the read-only facts below.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Hashable
+
+import numpy as np
+from torch import nn
+
+from targets.access.errors import AccountLimitReached, AccountsExhausted, BudgetExhausted
+from targets.access.oracle import Oracle
+from targets.access.policy import SHARED, AccessPolicy, Output
+
+
+class AttackerClient:
+    def __init__(self, oracle: Oracle) -> None:
+        self._oracle = oracle
+        self.account = 0
+        self.planned: int | None = None
+        self._stopped: set = set()
+
+    def plan(self, n_examples: int) -> None:
+        """The attacker picks its examples before it starts; the operator's budget for shared queries
+        (labelling) follows from how many."""
+        self.planned = n_examples
+        self._oracle.plan(n_examples)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._oracle.input_shape
+
+    @property
+    def n_classes(self) -> int:
+        return self._oracle.n_classes
+
+    @property
+    def policy(self) -> AccessPolicy:
+        return self._oracle.policy
+
+    @property
+    def out_of_accounts(self) -> bool:
+        return self.account >= self.policy.accounts
+
+    def open_weights(self) -> nn.Module:
+        """The judge itself, only when its weights are open (else `AccessDenied`)."""
+        return self._oracle.open_weights()
+
+    def queries(self, example: Hashable) -> int:
+        """Queries the operator charged to `example` (its ledger, not the attacker's own count)."""
+        return self._oracle.queries(example)
+
+    @property
+    def queries_total(self) -> int:
+        return self._oracle.queries_total
+
+    def budget_left(self, example: Hashable) -> int | None:
+        """What `example` (or `SHARED`) may still spend under the operator's rule; None when unlimited."""
+        left = self._oracle.allowance(example)
+        return None if left == math.inf else int(left)
+
+    def quota_left(self) -> int | None:
+        """Queries the attacker's accounts can still ask, by their quotas alone; None without a limit."""
+        policy = self.policy
+        if policy.account_limit is None:
+            return None
+        return policy.account_limit * policy.accounts - self.queries_total
+
+    def label_allowance(self, wanted: int, reserve: int) -> int:
+        """How many shared queries (labels for model extraction) the attacker can buy without breaking the
+        limits it knows, keeping `reserve` queries for the attack itself."""
+        allowed = wanted
+        for left in (self.budget_left(SHARED), self.quota_left()):
+            if left is not None:
+                allowed = min(allowed, left - reserve)
+        return max(0, allowed)
+
+    def stopped(self, example: Hashable) -> bool:
+        """Whether a refused query (budget, or no account left) stopped the attack on `example`."""
+        return example in self._stopped
+
+    def query(self, x: np.ndarray, *, example: Hashable) -> np.ndarray:
+        answered: list[np.ndarray] = []
+        done = 0
+        while True:
+            if self.out_of_accounts:
+                self._stopped.add(example)
+                raise AccountsExhausted(
+                    f"all {self.policy.accounts} accounts have reached their limit", self._join(answered)
+                )
+            try:
+                answered.append(self._oracle.query(x[done:], example=example, account=self.account))
+                return self._join(answered)
+            except AccountLimitReached as refused:
+                answered.append(refused.answered)
+                done += len(refused.answered)
+                self.account += 1
+            except BudgetExhausted as refused:
+                self._stopped.add(example)
+                raise BudgetExhausted(example, refused.budget, self._join([*answered, refused.answered])) from None
+
+    def stop(self, example: Hashable) -> None:
+        """Record that the attack on `example` ended without a query: no account was left to ask with."""
+        self._stopped.add(example)
+
+    def _join(self, parts: list[np.ndarray]) -> np.ndarray:
+        parts = [p for p in parts if len(p)]
+        if parts:
+            return np.concatenate(parts)
+        if self.policy.output == Output.LABEL:
+            return np.zeros((0,), dtype=np.int64)
+        return np.zeros((0, self.n_classes), dtype=np.float32)

@@ -1,0 +1,40 @@
+"""What the API answers when it will not answer."""
+
+from __future__ import annotations
+
+from typing import Hashable
+
+import numpy as np
+
+
+class AccessDenied(PermissionError):
+    """The access policy does not give the attacker what it asked for."""
+
+
+class QueryRefused(Exception):
+    """Some rows of a query were not evaluated. `answered` holds the answers to the rows that were."""
+
+    def __init__(self, message: str, answered: np.ndarray) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+class BudgetExhausted(QueryRefused):
+    """An example's query budget (or the attack's shared budget) ran out."""
+
+    def __init__(self, example: Hashable, budget: int, answered: np.ndarray) -> None:
+        super().__init__(f"query budget of {budget} per example exhausted for example {example!r}", answered)
+        self.example = example
+        self.budget = budget
+
+
+class AccountLimitReached(QueryRefused):
+    """An account reached the operator's per-account limit for the current window."""
+
+    def __init__(self, account: int, limit: int, answered: np.ndarray) -> None:
+        super().__init__(f"account {account} reached its limit of {limit} queries for this window", answered)
+        self.account = account
+
+
+class AccountsExhausted(QueryRefused):
+    """Every account the attacker holds has reached its limit."""

@@ -1,0 +1,134 @@
+"""Bad command lines, as a new user types them: one line naming the key and what is allowed, exit status 2,
+nothing trained or recorded; and an error raised mid-run is never reported as a config error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from experiments.config import compose_config
+from experiments.settings import RunSettings
+from experiments.validation import ConfigError, check_overrides
+
+GAVEL = str(Path(sys.executable).with_name("gavel"))
+EXTRACTED = ["attack=transfer_pgd", "access=hidden_label", "surrogate.knowledge=extracted"]
+
+# (command line, the start of the one line gavel must print after "gavel: ")
+BAD = [
+    (["seed=-1"], "seed=-1: allowed: an integer from 0 to"),
+    (["seed=18446744073709551616"], "seed=18446744073709551616: allowed: an integer from 0 to"),
+    (["seed=abc"], "seed='abc': allowed: an integer"),
+    (["seed=1.5"], "seed=1.5: allowed: an integer"),
+    (["data.split.eval=0"], "data.split.eval=0: allowed: a number > 0"),
+    (["data.split.judge=-0.5"], "data.split.judge=-0.5: allowed: a number > 0"),
+    (["data.split_seed=abc"], "data.split_seed='abc': allowed: an integer"),
+    (["data.download=maybe"], "data.download='maybe': allowed: true or false"),
+    (["target.arch.width=0"], "target.arch.width=0: allowed: a positive integer"),
+    (["target=mlp", "target.arch.hidden=[0]"], "target.arch.hidden=[0]: allowed: a list of positive integers"),
+    (["target.train.lr=inf"], "target.train.lr=inf: allowed: a number > 0"),
+    (["target.train.weight_decay=-1"], "target.train.weight_decay=-1: allowed: a number >= 0"),
+    (["attack.max_iter=-3"], "attack.max_iter=-3: allowed: a positive integer"),
+    (["attack.eps_step=-1"], "attack.eps_step=-1: allowed: a number > 0"),
+    (["attack.targeted=no"], "attack.targeted='no': allowed: true or false"),
+    (["attack.targeted=true"], "attack.target_class=None: allowed: a class index"),
+    (["attack.targeted=true", "attack.target_class=12"], "attack.target_class=12: allowed: 0 to 9"),
+    (["attack=pgd_l2", "attack.eps=inf"], "attack.eps=inf: allowed: a number > 0"),
+    (["attack.eps=nan"], r"attack.eps=nan: allowed: a number in (0, 1]"),
+    (["attack.backend=tensorflow"], "attack.backend='tensorflow': allowed: art, foolbox"),
+    (["attack=autoattack", "attack.losses=[hinge]"], "attack.losses=['hinge']: allowed: a list of"),
+    (["attack=hybrid", "access=hidden_probabilities", "attack.budget_split=1"], "attack.budget_split=1: allowed"),
+    (["attack=hybrid", "access=hidden_probabilities", "attack.query.max_iter=0"], "attack.query.max_iter=0: allowed"),
+    (["attack=patch", "attack.patch_type=hexagon"], "attack.patch_type='hexagon': allowed: square, circle"),
+    ([*EXTRACTED, "access.budget=1"], "surrogate.extraction.label_budget=1000: nothing left to buy labels with"),
+    ([*EXTRACTED, "surrogate.extraction.method=steal"], "surrogate.extraction.method='steal': allowed: copycat"),
+    (["surrogate.data_fraction=2"], r"surrogate.data_fraction=2: allowed: a number in (0, 1]"),
+    (["access.window=inf"], "access.window=inf: allowed: a positive number of hours"),
+    (["access.budget=1.5"], "access.budget=1.5: allowed: a positive integer"),
+    (["n_examples=1.0"], "n_examples=1.0: allowed: a positive integer"),
+    (["device=gpu"], "device='gpu': allowed: cpu, cuda, auto"),
+    (["experiment_name="], "experiment_name='': allowed: a non-empty MLflow experiment name"),
+    (["experiment_name=null"], "experiment_name=None: allowed: a non-empty MLflow experiment name"),
+    (["~experiment_name"], "~experiment_name: gavel needs every key and config group"),
+    (["~attack"], "~attack: gavel needs every key and config group"),
+    (["attack=["], "attack=[: not a valid override"),
+    (["cache_dir=/proc/gavel"], "cache_dir=/proc/gavel: cannot write there"),
+]
+
+
+def refusal(args: list[str]) -> str:
+    """The `ConfigError` gavel refuses these overrides with, from the CLI's checks or the typed boundary."""
+    with pytest.raises(ConfigError) as refused:
+        check_overrides(args)
+        RunSettings.from_config(compose_config(args))
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(args) for args, _ in BAD])
+def test_a_bad_value_is_refused_in_one_line_naming_the_key(args, message):
+    error = refusal(args)
+    assert error.startswith(message), error
+    assert "\n" not in error
+
+
+def gavel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "GAVEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [GAVEL, "run", *args, f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# One of each kind of refusal, through the real CLI: range, type, an inconsistent budget, removal, syntax, disk.
+CLI_SAMPLE = [
+    (args, message)
+    for args, message in BAD
+    if args[0] in ("seed=-1", "data.split.eval=0", "attack.targeted=no", "~experiment_name", "attack=[")
+    or args[-1] in ("attack.eps=inf", "access.budget=1")
+    or args[0].startswith("cache_dir=")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", CLI_SAMPLE, ids=[" ".join(args) for args, _ in CLI_SAMPLE])
+def test_the_cli_exits_2_with_that_line_and_nothing_trained_or_recorded(tmp_path, args, message):
+    done = gavel(tmp_path, *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"gavel: {refusal(args)}"]
+    assert done.stderr.startswith(f"gavel: {message}")
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(tmp_path):
+    done = gavel(
+        tmp_path,
+        "attack=transfer_pgd",
+        "access=hidden_label",
+        "surrogate.knowledge=proxy",
+        "surrogate.proxy=mnist",
+        f"surrogate.proxy_root={tmp_path / 'no_mnist_here'}",
+        "n_examples=4",
+        "experiment_name=mid_run",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "gavel: " not in done.stderr and "FileNotFoundError" in done.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        runs = mlflow.search_runs(experiment_names=["mid_run"], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    assert [run.info.status for run in runs] == ["FAILED"]
