@@ -42,7 +42,7 @@ class ThreatModel:
             )
 
 
-WHITE_BOX = ThreatModel("white_box", open_weights=True, surrogate=False, scores=True, charged_queries=False)
+WHITE_BOX = ThreatModel("white_box", open_weights=True, surrogate=False, scores=False, charged_queries=False)
 TRANSFER = ThreatModel("transfer", open_weights=False, surrogate=True, scores=False, charged_queries=False)
 SCORE_BASED = ThreatModel("score_based", open_weights=False, surrogate=False, scores=True, charged_queries=True)
 DECISION_BASED = ThreatModel("decision_based", open_weights=False, surrogate=False, scores=False, charged_queries=True)

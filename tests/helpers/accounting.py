@@ -2,7 +2,9 @@
 query, counted exactly and within the access policy. `RowCounter` sees what the judge really evaluated,
 `make_oracle`/`make_client` put the judge behind an access policy, `attackable` picks examples an attack
 can start from, and `Digits` (the `digits` fixture in conftest.py) is the default config's data, judge and
-surrogate, trained once into the session's model cache."""
+surrogate, trained once into the session's model cache. Tests keep the `Oracle` for operator-side facts
+(its ledger, accounts used) and hand the attack only an `AttackerClient`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,10 +13,10 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from attacks.client import AttackerClient
+from experiments.settings import RunSettings
+from targets.access import AccessPolicy, AttackerClient, Oracle
 from targets.datasets import Dataset, load_dataset
-from targets.oracle import AccessPolicy, Oracle
-from targets.training import ModelSpec, get_or_train, predict_labels
+from targets.training import ModelConfig, ModelSpec, get_or_train, predict_labels
 
 
 class RowCounter:
@@ -36,15 +38,17 @@ class RowCounter:
         self.handle.remove()
 
 
-def make_oracle(judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden",
-                **limits) -> Oracle:
+def make_oracle(
+    judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden", **limits
+) -> Oracle:
     """The judge behind AccessPolicy(weights, output, budget, **limits), shaped like `data`."""
     policy = AccessPolicy(weights, output, budget, **limits)
     return Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
 
 
-def make_client(judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden",
-                **limits) -> AttackerClient:
+def make_client(
+    judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden", **limits
+) -> AttackerClient:
     """An attacker's client for `make_oracle(...)` with the same arguments."""
     return AttackerClient(make_oracle(judge, data, output=output, budget=budget, weights=weights, **limits))
 
@@ -62,19 +66,19 @@ class Digits:
 
     data: Dataset
     judge: torch.nn.Module
-    surrogate_node: object
+    surrogate_model: ModelConfig
     cache_dir: str
 
     @classmethod
-    def load(cls, cfg) -> Digits:
-        data = load_dataset(cfg.data)
-        spec = ModelSpec.from_config("judge", cfg.target, 0, data.judge, data.input_shape, data.n_classes)
-        judge = get_or_train(spec, data.judge, cfg.cache_dir).model
-        return cls(data, judge, cfg.surrogate, str(cfg.cache_dir))
+    def load(cls, settings: RunSettings) -> Digits:
+        data = load_dataset(settings.data)
+        spec = ModelSpec.of("judge", settings.target.model, 0, data.judge, data.input_shape, data.n_classes)
+        judge = get_or_train(spec, data.judge, settings.cache_dir).model
+        (surrogate_model,) = settings.surrogate.members
+        return cls(data, judge, surrogate_model, str(settings.cache_dir))
 
     @cached_property
     def surrogate(self) -> torch.nn.Module:
         data = self.data
-        spec = ModelSpec.from_config("surrogate", self.surrogate_node, 1, data.attacker, data.input_shape,
-                                     data.n_classes)
+        spec = ModelSpec.of("surrogate", self.surrogate_model, 1, data.attacker, data.input_shape, data.n_classes)
         return get_or_train(spec, data.attacker, self.cache_dir).model

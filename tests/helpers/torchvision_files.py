@@ -1,4 +1,5 @@
 """Small files in torchvision's on-disk formats, written by tests (nothing is downloaded)."""
+
 from __future__ import annotations
 
 import hashlib

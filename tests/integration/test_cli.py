@@ -1,4 +1,6 @@
-"""`gavel run` as a user types it: a sweep, and the headline preset, each checked against MLflow."""
+"""`gavel run` as a user types it: a sweep, and the headline preset, each checked against MLflow; a wrong value
+exits non-zero with one line, before anything is trained or recorded."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +18,11 @@ def gavel(tmp_path, *args, timeout=600):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     done = subprocess.run(
         [GAVEL, "run", *args, f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -35,8 +41,15 @@ def runs(experiment: str):
 
 @pytest.mark.slow
 def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
-    done = gavel(tmp_path, "--multirun", "attack=square", "access=hidden_probabilities",
-                 "access.budget=5,20", "n_examples=6", "experiment_name=sweep")
+    done = gavel(
+        tmp_path,
+        "--multirun",
+        "attack=square",
+        "access=hidden_probabilities",
+        "access.budget=5,20",
+        "n_examples=6",
+        "experiment_name=sweep",
+    )
     found = runs("sweep")
     assert sorted(r.data.params["access.budget"] for r in found) == ["20", "5"]
     assert len({r.data.tags["sweep_id"] for r in found}) == 1
@@ -60,8 +73,10 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
     examples = set()
     for run in found:
         assert run.info.status == "FINISHED"
-        assert run.data.metrics["queries_median"] <= {"null": 1, "10": 10, "100": 100, "1000": 1000}[
-            run.data.params["access.budget"]]
+        assert (
+            run.data.metrics["queries_median"]
+            <= {"null": 1, "10": 10, "100": 100, "1000": 1000}[run.data.params["access.budget"]]
+        )
         table = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()
         examples.add(tuple(line.split(",")[1] for line in table))  # the labels column, row by row
     assert len(examples) == 1
@@ -84,18 +99,23 @@ def preset_jobs(name: str) -> list[list[str]]:
 )
 def test_every_job_of_every_preset_composes_and_validates(preset, n_jobs):
     from experiments.config import compose_config
-    from experiments.validation import validate
+    from experiments.settings import RunSettings
 
     jobs = preset_jobs(preset)
     assert len(jobs) == n_jobs
     for job in jobs:
-        validate(compose_config(job))
+        RunSettings.from_config(compose_config(job))
 
 
 @pytest.mark.slow
 def test_transfer_knowledge_preset_runs_and_tabulates_what_the_attacker_knew(tmp_path):
-    done = gavel(tmp_path, "experiment=transfer_knowledge", "n_examples=8", "attack.max_iter=5",
-                 "surrogate.extraction.label_budget=60")
+    done = gavel(
+        tmp_path,
+        "experiment=transfer_knowledge",
+        "n_examples=8",
+        "attack.max_iter=5",
+        "surrogate.extraction.label_budget=60",
+    )
     found = runs("transfer_knowledge")
     knowledge = sorted(r.data.params["surrogate.knowledge"] for r in found)
     assert knowledge == ["extracted", "leaked", "proxy"] + ["same_distribution"] * 4
@@ -103,3 +123,40 @@ def test_transfer_knowledge_preset_runs_and_tabulates_what_the_attacker_knew(tmp
     extracted = next(r for r in found if r.data.params["surrogate.knowledge"] == "extracted")
     assert extracted.data.metrics["queries_shared"] == 60
     assert "surrogate.knowledge" in done.stdout and "surrogate.data_fraction" in done.stdout
+
+
+def run_gavel(args, tmp_path):
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "GAVEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [GAVEL, "run", *args, f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["attack=foo"], "attack=foo"),
+        (["access.budget=-5"], "access.budget=-5"),
+        (["attack.eps=2"], "attack.eps=2"),
+        (["access=hidden_probabilities"], "access.weights=hidden"),
+        (["--multirun", "attack=square", "access=hidden_probabilities", "access.budget=10,-1"], "access.budget=-1"),
+        (["data=mnist", "data.root=/nonexistent"], "data.root=/nonexistent"),
+    ],
+)
+def test_cli_exits_nonzero_with_one_line_before_training_or_tracking(tmp_path, args, key):
+    done = run_gavel(args, tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gavel: ") and key in lines[0], done.stderr
+    assert "allowed" in lines[0] or "data.download=true" in lines[0]
+    assert not (tmp_path / "cache").exists()  # nothing trained
+    assert not (tmp_path / "mlflow.db").exists()  # no run recorded, none left RUNNING

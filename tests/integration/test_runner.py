@@ -1,18 +1,25 @@
 """The runner end to end, in process: every attack yaml, MLflow keys, FAILED on error, determinism, cache."""
+
 from __future__ import annotations
 
 import mlflow
 import pytest
-from conftest import threat_model_of, tiny_config
+from helpers.configs import threat_model_of, tiny_settings
 from mlflow.tracking import MlflowClient
 
 from experiments import runner
 from experiments.config import group_options
-from experiments.metrics import QUERY_THREAT_MODELS
+from targets.access import DECISION_BASED, SCORE_BASED
 
 METRIC_KEYS = {
-    "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_total", "queries_mean", "queries_median",
-    "perturbation_linf_mean", "budget_exhausted_fraction",
+    "clean_accuracy",
+    "robust_accuracy",
+    "attack_success_rate",
+    "queries_total",
+    "queries_mean",
+    "queries_median",
+    "perturbation_linf_mean",
+    "budget_exhausted_fraction",
 }
 TAG_KEYS = {"threat_model", "attack", "judge", "dataset", "access.output", "git_sha"}
 
@@ -21,24 +28,30 @@ def last_run():
     return MlflowClient().get_run(mlflow.last_active_run().info.run_id)
 
 
+def run_tiny(attack: str, *overrides: str) -> dict:
+    """The whole runner on `tiny_settings(attack, *overrides)`; its metrics."""
+    settings = tiny_settings(attack, *overrides)
+    return runner.run(settings, runner.load_data(settings))
+
+
 @pytest.mark.parametrize("attack", group_options("attack"))
 def test_every_attack_yaml_runs_through_the_real_runner(attack):
-    cfg = tiny_config(attack)
-    metrics = runner.run(cfg)
+    settings = tiny_settings(attack)
+    metrics = runner.run(settings, runner.load_data(settings))
     assert 0.0 <= metrics["attack_success_rate"] <= 1.0
     assert metrics["robust_accuracy"] <= metrics["clean_accuracy"]
     assert metrics["n_attacked"] > 0
     run = last_run()
     assert run.info.status == "FINISHED"
     assert METRIC_KEYS <= set(run.data.metrics)
-    assert run.data.tags["attack"] == attack == cfg.attack.name
+    assert run.data.tags["attack"] == attack == settings.attack.name
     has_curve = "attack_success_rate_at_queries" in run.data.metrics
-    assert has_curve == (threat_model_of(attack) in QUERY_THREAT_MODELS)
+    assert has_curve == (threat_model_of(attack) in (SCORE_BASED, DECISION_BASED))
 
 
 def test_run_logs_the_conventional_names_params_tags_and_artifacts():
-    cfg = tiny_config("square", "experiment_name=conventions")
-    runner.run(cfg)
+    settings = tiny_settings("square", "experiment_name=conventions")
+    runner.run(settings, runner.load_data(settings))
     run = last_run()
     client = MlflowClient()
     assert client.get_experiment(run.info.experiment_id).name == "conventions"
@@ -56,39 +69,39 @@ def test_run_logs_the_conventional_names_params_tags_and_artifacts():
     assert steps == sorted(steps) and steps[0] == 1 and steps[-1] <= 30
     assert curve[-1].value <= run.data.metrics["attack_success_rate"]
     per_example = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()
-    assert len(per_example) == 1 + cfg.n_examples
+    assert len(per_example) == 1 + settings.n_examples
     rows = [dict(zip(per_example[0].split(","), line.split(","))) for line in per_example[1:]]
     assert sum(int(r["queries"]) for r in rows) == run.data.metrics["queries_total"]
 
 
 def test_a_run_that_fails_ends_failed(monkeypatch):
-    from attacks.square import Square
+    from attacks.query.square import Square
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("attack blew up")
 
     monkeypatch.setattr(Square, "run", broken)
     with pytest.raises(RuntimeError, match="attack blew up"):
-        runner.run(tiny_config("square"))
+        run_tiny("square")
     assert last_run().info.status == "FAILED"
 
 
 @pytest.mark.parametrize("attack", ["square", "hopskipjump", "transfer_pgd"])
 def test_same_seed_gives_the_same_metrics(attack):
-    first = runner.run(tiny_config(attack))
-    second = runner.run(tiny_config(attack))
+    first = run_tiny(attack)
+    second = run_tiny(attack)
     assert first == pytest.approx(second, nan_ok=True)
 
 
 def test_second_run_loads_the_judge_from_cache_and_says_so():
-    runner.run(tiny_config("pgd", "seed=7"))
+    run_tiny("pgd", "seed=7")
     assert last_run().data.tags["judge_cache"] == "miss"
-    runner.run(tiny_config("pgd", "seed=7"))
+    run_tiny("pgd", "seed=7")
     assert last_run().data.tags["judge_cache"] == "hit"
 
 
 def test_the_judge_is_attacked_only_where_it_is_right():
-    runner.run(tiny_config("pgd", "n_examples=40"))
+    run_tiny("pgd", "n_examples=40")
     run = last_run()
     lines = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()[1:]
     for line in lines:
@@ -96,3 +109,18 @@ def test_the_judge_is_attacked_only_where_it_is_right():
         assert attacked == ("1" if label == initial else "0")
         if attacked == "0":
             assert success == "0" and final == initial and float(linf) == float(l2) == 0
+
+
+def test_rate_limit_turns_queries_into_time_and_accounts_into_cost():
+    m = run_tiny(
+        "square",
+        "access.rate=2",
+        "access.account_limit=20",
+        "access.accounts=5",
+        "access.account_cost=3.5",
+        "n_examples=12",
+    )
+    assert m["campaign_hours"] == pytest.approx(m["queries_total"] / 2 / 60)
+    assert m["accounts_used"] <= 5 and m["campaign_cost"] == pytest.approx(3.5 * m["accounts_used"])
+    if m["attack_success_rate"] > 0:
+        assert m["time_to_compromise_hours_median"] > 0 and m["cost_to_compromise_median"] >= 3.5

@@ -1,21 +1,24 @@
 """attack.backend=art|foolbox: both libraries on the same judge and examples agree within stated tolerances,
 and foolbox's HopSkipJump reaches the judge only through the Oracle, counted exactly and within budget."""
+
 from __future__ import annotations
 
 import copy
 
 import numpy as np
 import pytest
-from accounting import RowCounter, attackable, make_client, make_oracle
-from conftest import ACCESS_FOR, threat_model_of
+from helpers.accounting import RowCounter, attackable, make_client, make_oracle
+from helpers.configs import ACCESS_FOR, threat_model_of
 
-from attacks.client import AttackerClient
-from attacks.hopskipjump import HopSkipJump
-from attacks.pgd import PGD
-from attacks.pgd_l2 import PGDL2
-from attacks.transfer_pgd import TransferPGD
+from attacks.base import AttackerKit
+from attacks.query.hopskipjump import HopSkipJump
+from attacks.transfer.transfer_pgd import TransferPGD
+from attacks.white_box.pgd import PGD
+from attacks.white_box.pgd_l2 import PGDL2
 from experiments.config import compose_config
-from experiments.validation import ConfigError, validate
+from experiments.settings import RunSettings
+from experiments.validation import ConfigError
+from targets.access import AttackerClient
 from targets.training import predict_labels
 
 # Measured on these 60 examples (seeds 0-3): white-box PGD L-inf at eps 0.1 succeeds on 0.35-0.38 with
@@ -33,6 +36,10 @@ def judge_and_data(digits):
     return digits.judge, digits.data, *attackable(digits.judge, digits.data, 100, 60)
 
 
+def kit(client, **handles) -> AttackerKit:
+    return AttackerKit(client=client, **handles)
+
+
 def success_rate(judge, attack, result, x, y) -> float:
     fooled = attack.goal.fooled(predict_labels(judge, result.x_adv), y) & attack.goal.within(result.x_adv, x)
     return float(fooled.mean())
@@ -43,7 +50,7 @@ def test_white_box_pgd_success_agrees_across_backends(judge_and_data):
     rates = {}
     for backend in ("art", "foolbox"):
         attack = PGD(eps=0.1, backend=backend)
-        result = attack.run(make_client(judge, data, weights="open"), x, y)
+        result = attack.run(x, y, kit(make_client(judge, data, weights="open")))
         assert np.abs(result.x_adv - x).max() <= 0.1 + 1e-6
         rates[backend] = success_rate(judge, attack, result, x, y)
     assert rates["art"] > 0.2
@@ -54,12 +61,12 @@ def test_foolbox_pgd_l2_and_targeted_stay_in_the_ball_and_fool(judge_and_data):
     judge, data, x, y = judge_and_data
     x, y = x[:20], y[:20]
     attack = PGDL2(eps=1.0, max_iter=10, backend="foolbox")
-    result = attack.run(make_client(judge, data, weights="open"), x, y)
+    result = attack.run(x, y, kit(make_client(judge, data, weights="open")))
     assert np.sqrt(((result.x_adv - x) ** 2).reshape(len(x), -1).sum(axis=1)).max() <= 1.0 + 1e-5
     assert success_rate(judge, attack, result, x, y) > 0.5
     keep = y != 3
     targeted = PGD(eps=0.2, backend="foolbox", targeted=True, target_class=3)
-    result = targeted.run(make_client(judge, data, weights="open"), x[keep], y[keep])
+    result = targeted.run(x[keep], y[keep], kit(make_client(judge, data, weights="open")))
     assert (predict_labels(judge, result.x_adv) == 3).any()
 
 
@@ -69,7 +76,7 @@ def test_foolbox_transfer_pgd_submits_each_example_once(judge_and_data):
     surrogate = copy.deepcopy(judge)
     with RowCounter(judge) as counter:
         result = TransferPGD(eps=0.1, max_iter=5, backend="foolbox").run(
-            AttackerClient(oracle), x[:10], y[:10], surrogate=surrogate
+            x[:10], y[:10], kit(AttackerClient(oracle), surrogate=surrogate)
         )
     assert counter.rows == oracle.queries_total == 10 and result.queries.tolist() == [1] * 10
 
@@ -81,7 +88,7 @@ def test_hopskipjump_success_at_a_fixed_budget_agrees_across_backends(judge_and_
         attack = HopSkipJump(eps=HSJ_EPS, backend=backend)
         oracle = make_oracle(judge, data, budget=HSJ_BUDGET)
         with RowCounter(judge) as counter:
-            result = attack.run(AttackerClient(oracle), x, y)
+            result = attack.run(x, y, kit(AttackerClient(oracle)))
         assert counter.rows == oracle.queries_total == int(result.queries.sum())
         assert result.queries.max() <= HSJ_BUDGET
         rates[backend] = success_rate(judge, attack, result, x, y)
@@ -97,7 +104,7 @@ def test_foolbox_hopskipjump_is_counted_exactly_by_the_oracle(judge_and_data, bu
     oracle = make_oracle(judge, data, budget=budget)
     attack = HopSkipJump(eps=0.1, init_eval=10, max_eval=40, reuse_answers=reuse_answers, backend="foolbox")
     with RowCounter(judge) as counter:
-        result = attack.run(AttackerClient(oracle), x, y)
+        result = attack.run(x, y, kit(AttackerClient(oracle)))
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
     assert [oracle.queries(i) for i in range(len(x))] == result.queries.tolist()
     assert result.queries.max() <= budget
@@ -111,13 +118,14 @@ def test_foolbox_hopskipjump_stops_at_the_first_success_and_replays_with_a_large
     judge, data, x, y = judge_and_data
     x, y = x[:10], y[:10]
     attack = HopSkipJump(eps=0.3, init_eval=10, max_eval=40, backend="foolbox")
-    small = attack.run(make_client(judge, data, budget=60), x, y)
-    large = attack.run(make_client(judge, data, budget=400), x, y)
+    small = attack.run(x, y, kit(make_client(judge, data, budget=100)))  # fools 5 of the 10 (none within 60)
+    large = attack.run(x, y, kit(make_client(judge, data, budget=400)))
     seen = large.queries_to_success > 0
     assert seen.any()
     # the attacker stops at the first answer that shows the judge fooled: nothing is bought after it
     np.testing.assert_array_equal(large.queries[seen], large.queries_to_success[seen])
     seen_small = small.queries_to_success > 0
+    assert seen_small.any()  # else there is nothing to replay
     np.testing.assert_array_equal(small.queries_to_success[seen_small], large.queries_to_success[seen_small])
 
 
@@ -125,12 +133,12 @@ def test_foolbox_hopskipjump_walks_back_from_a_given_adversarial_start(judge_and
     """A hybrid attacker hands HopSkipJump an input that already fools the judge: foolbox starts from it
     (its first question) instead of searching for a start of its own."""
     judge, data, x, y = judge_and_data
-    starts = PGDL2(eps=3.0, max_iter=20, eps_step=0.3).run(make_client(judge, data, weights="open"), x, y).x_adv
+    starts = PGDL2(eps=3.0, max_iter=20, eps_step=0.3).run(x, y, kit(make_client(judge, data, weights="open"))).x_adv
     i = int(np.flatnonzero(predict_labels(judge, starts) != y)[0])
     oracle = make_oracle(judge, data, budget=100)
     attack = HopSkipJump(eps=0.1, init_eval=10, max_eval=40, backend="foolbox")
     with RowCounter(judge) as asked:
-        result = attack.run(AttackerClient(oracle), x[i : i + 1], y[i : i + 1], starts=[starts[i]])
+        result = attack.run(x[i : i + 1], y[i : i + 1], kit(AttackerClient(oracle), starts=(starts[i],)))
     np.testing.assert_array_equal(asked.inputs[0], starts[i])
     assert len(asked.inputs) == oracle.queries_total == int(result.queries.sum()) <= 100
 
@@ -142,20 +150,20 @@ def test_the_foolbox_backend_never_calls_arts_attack(judge_and_data, monkeypatch
     def art_was_called(*args, **kwargs):
         raise AssertionError("attack.backend=foolbox ran ART's attack")
 
-    monkeypatch.setattr("attacks.pgd.ProjectedGradientDescent", art_was_called)
-    monkeypatch.setattr("attacks.hopskipjump._SeededHopSkipJump", art_was_called)
-    PGD(eps=0.1, max_iter=3, backend="foolbox").run(make_client(judge, data, weights="open"), x, y)
+    monkeypatch.setattr("attacks.white_box.pgd.ProjectedGradientDescent", art_was_called)
+    monkeypatch.setattr("attacks.query.hopskipjump._SeededHopSkipJump", art_was_called)
+    PGD(eps=0.1, max_iter=3, backend="foolbox").run(x, y, kit(make_client(judge, data, weights="open")))
     HopSkipJump(eps=0.1, max_iter=2, init_eval=5, max_eval=10, backend="foolbox").run(
-        make_client(judge, data, budget=30), x, y
+        x, y, kit(make_client(judge, data, budget=30))
     )
     with pytest.raises(AssertionError, match="ran ART's attack"):
-        PGD(eps=0.1, max_iter=3).run(make_client(judge, data, weights="open"), x, y)
+        PGD(eps=0.1, max_iter=3).run(x, y, kit(make_client(judge, data, weights="open")))
 
 
 @pytest.mark.parametrize("attack", ["pgd", "transfer_pgd", "pgd_l2", "hopskipjump"])
 def test_an_unknown_backend_is_refused_naming_the_key(attack):
     access = ACCESS_FOR[threat_model_of(attack)]
     with pytest.raises(ConfigError, match=r"attack\.backend='cleverhans': allowed: art, foolbox"):
-        validate(compose_config([f"attack={attack}", *access, "attack.backend=cleverhans"]))
-    validate(compose_config([f"attack={attack}", *access, "attack.backend=foolbox"]))
+        RunSettings.from_config(compose_config([f"attack={attack}", *access, "attack.backend=cleverhans"]))
+    RunSettings.from_config(compose_config([f"attack={attack}", *access, "attack.backend=foolbox"]))
     assert compose_config([f"attack={attack}"]).attack.backend == "art"

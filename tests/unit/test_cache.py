@@ -1,21 +1,23 @@
 """Judges are trained once and loaded after; a corrupt or partial entry is retrained, never used."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from targets.datasets import Pool
-from targets.training import ModelSpec, get_or_train
+from targets.models import Architecture, ArchName
+from targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
-NODE = OmegaConf.create(
-    {"arch": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0}}
+MODEL = ModelConfig(
+    Architecture(ArchName.MLP, hidden=(16,)), Recipe(epochs=2, batch_size=32, lr=0.01, weight_decay=0.0)
 )
 
 
@@ -25,8 +27,8 @@ def pool():
     return Pool(rng.random((64, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 64).astype(np.int64))
 
 
-def spec_for(pool, seed=0, node=NODE):
-    return ModelSpec.from_config("judge", node, seed, pool, (1, 4, 4), 3)
+def spec_for(pool, seed=0, model=MODEL):
+    return ModelSpec.of("judge", model, seed, pool, (1, 4, 4), 3)
 
 
 def weights(model):
@@ -48,10 +50,18 @@ def test_second_call_is_a_cache_hit_with_identical_weights(tmp_path, pool, caplo
 
 def test_key_changes_with_everything_that_determines_the_model(pool):
     other_pool = Pool(pool.x[::-1].copy(), pool.y[::-1].copy())
-    deeper = OmegaConf.merge(NODE, {"arch": {"hidden": [32]}})
-    longer = OmegaConf.merge(NODE, {"train": {"epochs": 3}})
-    keys = {spec_for(p, seed=s, node=n).key for p, s, n in
-            [(pool, 0, NODE), (pool, 1, NODE), (other_pool, 0, NODE), (pool, 0, deeper), (pool, 0, longer)]}
+    deeper = replace(MODEL, arch=replace(MODEL.arch, hidden=(32,)))
+    longer = replace(MODEL, train=replace(MODEL.train, epochs=3))
+    keys = {
+        spec_for(p, seed=s, model=m).key
+        for p, s, m in [
+            (pool, 0, MODEL),
+            (pool, 1, MODEL),
+            (other_pool, 0, MODEL),
+            (pool, 0, deeper),
+            (pool, 0, longer),
+        ]
+    }
     assert len(keys) == 5
 
 

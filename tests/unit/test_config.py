@@ -1,17 +1,16 @@
-"""A wrong value exits non-zero with one line naming the key and what is allowed, before any training."""
+"""A wrong value is refused at the typed config boundary with one line naming the key and what is allowed,
+before any training. (The CLI's exit status for it is tested in tests/integration/test_cli.py.)"""
+
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from helpers.configs import threat_model_of
 
+from attacks.base import Attack
 from experiments.config import compose_config, group_options
-from experiments.validation import ConfigError, check_overrides, validate
-
-GAVEL = str(Path(sys.executable).with_name("gavel"))
+from experiments.settings import RunSettings
+from experiments.validation import ConfigError, check_overrides
+from targets.access import DECISION_BASED, SCORE_BASED, TRANSFER, WHITE_BOX, AccessPolicy
 
 
 @pytest.mark.parametrize(
@@ -35,43 +34,49 @@ GAVEL = str(Path(sys.executable).with_name("gavel"))
 )
 def test_validate_names_the_key_and_what_is_allowed(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        validate(compose_config(overrides))
+        RunSettings.from_config(compose_config(overrides))
+
+
+def test_settings_are_typed_values_built_once():
+    """Below experiments/ nothing reads a DictConfig: the settings hold the built attack and typed specs."""
+    settings = RunSettings.from_config(
+        compose_config(["attack=square", "access=hidden_probabilities", "access.budget=30", "seed=4"])
+    )
+    assert isinstance(settings.attack_instance, Attack) and settings.attack_instance.seed == 4
+    assert settings.attack.name == "square" and settings.attack.params["eps"] == 0.1
+    assert isinstance(settings.access, AccessPolicy) and settings.access.budget == 30
+    assert settings.access.output == "probabilities" and settings.access.weights == "hidden"
+    assert settings.attack_instance.threat_model == SCORE_BASED
+    assert settings.data.name == "digits" and settings.target.model.arch.name == "cnn"
+    assert len(settings.surrogate.members) == 1 and settings.surrogate.knowledge == "same_distribution"
 
 
 NEEDS = {  # what each threat model needs from the access policy, as the issue states it
-    "white_box": lambda access: access == "open",
-    "score_based": lambda access: access != "hidden_label",
-    "decision_based": lambda access: True,
-    "transfer": lambda access: True,
+    WHITE_BOX: lambda access: access == "open",
+    SCORE_BASED: lambda access: access != "hidden_label",
+    DECISION_BASED: lambda access: True,
+    TRANSFER: lambda access: True,
 }
 
 
 @pytest.mark.parametrize("attack", group_options("attack"))
 def test_access_policy_decides_which_attacks_may_run(attack):
-    from hydra.utils import get_class
-
-    from experiments.validation import constructor_kwargs
-
-    cfg = compose_config([f"attack={attack}"])
-    instance = get_class(cfg.attack._target_)(**constructor_kwargs(cfg.attack))
-    threat = instance.threat_model
-    if threat == "hybrid":  # a hybrid attacker needs what its query stage needs
-        threat = instance.query_attack.threat_model
+    threat = threat_model_of(attack)  # a hybrid attacker needs what its query stage needs
     for access in group_options("access"):
         allowed = NEEDS[threat](access)
         try:
-            validate(compose_config([f"attack={attack}", f"access={access}"]))
+            RunSettings.from_config(compose_config([f"attack={attack}", f"access={access}"]))
             assert allowed, f"attack={attack} ran under access={access}"
         except ConfigError as error:
             assert not allowed, str(error)
             assert str(error).startswith(f"attack={attack}: ") and "allowed" in str(error)
-            if threat == "white_box":  # gradient attacks refuse a hidden judge before anything runs
+            if threat == WHITE_BOX:  # gradient attacks refuse a hidden judge before anything runs
                 assert "access.weights=hidden" in str(error)
 
 
 def test_unknown_attack_parameter_is_named():
     with pytest.raises(ConfigError, match="attack.steps: not a parameter of attack=pgd; allowed: eps, eps_step"):
-        validate(compose_config(["+attack.steps=3"]))
+        RunSettings.from_config(compose_config(["+attack.steps=3"]))
 
 
 @pytest.mark.parametrize(
@@ -86,32 +91,3 @@ def test_unknown_attack_parameter_is_named():
 def test_check_overrides_catches_unknown_options_and_keys(args, message):
     with pytest.raises(ConfigError, match=message):
         check_overrides(args)
-
-
-def run_gavel(args, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "GAVEL_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([GAVEL, "run", *args, f"hydra.run.dir={tmp_path / 'out'}",
-                           f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-
-@pytest.mark.parametrize(
-    "args, key",
-    [
-        (["attack=foo"], "attack=foo"),
-        (["access.budget=-5"], "access.budget=-5"),
-        (["attack.eps=2"], "attack.eps=2"),
-        (["access=hidden_probabilities"], "access.weights=hidden"),
-        (["--multirun", "attack=square", "access=hidden_probabilities", "access.budget=10,-1"], "access.budget=-1"),
-        (["data=mnist", "data.root=/nonexistent"], "data.root=/nonexistent"),
-    ],
-)
-def test_cli_exits_nonzero_with_one_line_before_training_or_tracking(tmp_path, args, key):
-    done = run_gavel(args, tmp_path)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gavel: ") and key in lines[0], done.stderr
-    assert "allowed" in lines[0] or "data.download=true" in lines[0]
-    assert not (tmp_path / "cache").exists()  # nothing trained
-    assert not (tmp_path / "mlflow.db").exists()  # no run recorded, none left RUNNING

@@ -1,13 +1,21 @@
 """Data pools: deterministic, disjoint, float32 in [0, 1], NCHW; torchvision sets load from a local folder."""
+
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
-from torchvision_files import write_cifar10, write_mnist_style
+from helpers.torchvision_files import write_cifar10, write_mnist_style
 
 from experiments.config import compose_config
-from targets.datasets import POOLS, load_dataset
+from experiments.settings import RunSettings
+from targets.datasets import POOLS, DatasetName, DataSpec, PoolLimits, Split, load_dataset
+
+
+def data_spec(*overrides: str) -> DataSpec:
+    """The `data` node of the config these overrides compose, as the typed config boundary reads it."""
+    return RunSettings.from_config(compose_config(list(overrides))).data
 
 
 def rows(pool) -> set[bytes]:
@@ -15,9 +23,9 @@ def rows(pool) -> set[bytes]:
 
 
 def test_digits_pools_are_disjoint_deterministic_and_well_formed():
-    cfg = compose_config(["data=digits"]).data
-    data = load_dataset(cfg)
-    again = load_dataset(cfg)
+    spec = data_spec("data=digits")
+    data = load_dataset(spec)
+    again = load_dataset(spec)
     pools = [getattr(data, p) for p in POOLS]
     assert sum(len(p) for p in pools) == 1797
     assert [len(p) for p in pools] == [898, 540, 359]
@@ -28,15 +36,18 @@ def test_digits_pools_are_disjoint_deterministic_and_well_formed():
     # the digits set holds a few exact duplicate images; pools are disjoint by example, so allow only those
     overlap = len(rows(data.judge) & rows(data.eval)) + len(rows(data.attacker) & rows(data.eval))
     assert overlap <= 2
-    other = load_dataset(OmegaConf.merge(cfg, {"split_seed": 1}))
+    other = load_dataset(replace(spec, split_seed=1))
     assert not np.array_equal(other.eval.x, data.eval.x)
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, folder):
     written = write_mnist_style(tmp_path, folder, n_train=40, n_test=12, rng=np.random.default_rng(0))
-    cfg = compose_config([f"data={name}", f"data.root={tmp_path}", "data.limit.eval=10"]).data
-    data = load_dataset(cfg)
+    spec = data_spec(f"data={name}", f"data.root={tmp_path}", "data.limit.eval=10")
+    assert spec == DataSpec(
+        name=DatasetName(name), root=str(tmp_path), split=Split(0.5, 0.5), limit=PoolLimits(eval=10)
+    )
+    data = load_dataset(spec)
     assert (len(data.judge), len(data.attacker), len(data.eval)) == (20, 20, 10)
     assert data.input_shape == (1, 28, 28) and data.n_classes == 10
     assert data.eval.x.dtype == np.float32 and data.eval.x.min() >= 0 and data.eval.x.max() <= 1
@@ -49,8 +60,7 @@ def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, f
 
 def test_cifar10_loads_from_a_local_torchvision_folder(tmp_path, monkeypatch):
     written = write_cifar10(tmp_path, n_per_batch=6, rng=np.random.default_rng(1), monkeypatch=monkeypatch)
-    cfg = compose_config(["data=cifar10", f"data.root={tmp_path}"]).data
-    data = load_dataset(cfg)
+    data = load_dataset(data_spec("data=cifar10", f"data.root={tmp_path}"))
     assert (len(data.judge), len(data.attacker), len(data.eval)) == (15, 15, 6)
     assert data.input_shape == (3, 32, 32) and data.n_classes == 10
     test_data, test_labels = written["test_batch"]
@@ -60,7 +70,7 @@ def test_cifar10_loads_from_a_local_torchvision_folder(tmp_path, monkeypatch):
 
 
 def test_missing_local_files_give_a_clear_error_without_downloading(tmp_path):
-    cfg = compose_config(["data=mnist", f"data.root={tmp_path}"]).data
+    spec = DataSpec(name=DatasetName.MNIST, root=str(tmp_path), split=Split(0.5, 0.5))
     with pytest.raises(FileNotFoundError, match="data.root=.*no MNIST files there.*data.download=true"):
-        load_dataset(cfg)
+        load_dataset(spec)
     assert not (tmp_path / "MNIST").exists()

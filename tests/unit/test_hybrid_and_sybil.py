@@ -1,18 +1,20 @@
-"""Hybrid and Sybil attackers: more ways to spend queries, never more queries than allowed."""
-from __future__ import annotations
+"""Hybrid and Sybil attackers: more ways to spend queries, never more queries than allowed. (What rate limits
+and accounts cost a whole run is tested in tests/integration/test_runner.py.)"""
 
-import copy
+from __future__ import annotations
 
 import numpy as np
 import pytest
-from accounting import RowCounter, attackable, make_client
+from helpers.accounting import RowCounter, attackable, make_oracle
 
-from attacks.hybrid import Hybrid
-from attacks.square import Square
-from attacks.transfer_pgd import TransferPGD
+from attacks.base import AttackerKit
+from attacks.hybrid.hybrid import Hybrid
+from attacks.query.square import Square
+from attacks.transfer.transfer_pgd import TransferPGD
+from targets.access import AttackerClient
 
-SQUARE = {"_target_": "attacks.square.Square", "max_iter": 1000, "p_init": 0.8}
-HSJ = {"_target_": "attacks.hopskipjump.HopSkipJump", "init_eval": 10, "max_eval": 40}
+SQUARE = {"_target_": "attacks.query.square.Square", "max_iter": 1000, "p_init": 0.8}
+HSJ = {"_target_": "attacks.query.hopskipjump.HopSkipJump", "init_eval": 10, "max_eval": 40}
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +26,12 @@ def setting(digits):
 @pytest.mark.parametrize("budget", [1, 10, 60])
 def test_hybrid_never_exceeds_the_budget_across_both_stages(setting, query, output, budget):
     data, judge, surrogate, x, y = setting
-    client = make_client(judge, data, output=output, budget=budget)
+    oracle = make_oracle(judge, data, output=output, budget=budget)
     with RowCounter(judge) as counter:
-        result = Hybrid(eps=0.1, query=query, max_iter=10).run(client, x, y, surrogate=surrogate)
-    assert counter.rows == client.oracle.queries_total == int(result.queries.sum())
+        result = Hybrid(eps=0.1, query=query, max_iter=10).run(
+            x, y, AttackerKit(client=AttackerClient(oracle), surrogate=surrogate)
+        )
+    assert counter.rows == oracle.queries_total == int(result.queries.sum())
     assert result.queries.max() <= budget
     seen = result.queries_to_success > 0
     assert np.all(result.queries_to_success[seen] <= result.queries[seen])
@@ -37,12 +41,14 @@ def test_hybrid_never_exceeds_the_budget_across_both_stages(setting, query, outp
 def test_hybrid_keeps_every_success_plain_transfer_has(setting, query, output):
     """Its first transfer candidate is plain transfer's; the query stage only adds."""
     data, judge, surrogate, x, y = setting
-    transfer = TransferPGD(eps=0.1, max_iter=10).run(
-        make_client(judge, data, output=output, budget=40), x, y, surrogate=surrogate
-    )
-    hybrid = Hybrid(eps=0.1, query=query, max_iter=10).run(
-        make_client(judge, data, output=output, budget=40), x, y, surrogate=surrogate
-    )
+
+    def kit():
+        return AttackerKit(
+            client=AttackerClient(make_oracle(judge, data, output=output, budget=40)), surrogate=surrogate
+        )
+
+    transfer = TransferPGD(eps=0.1, max_iter=10).run(x, y, kit())
+    hybrid = Hybrid(eps=0.1, query=query, max_iter=10).run(x, y, kit())
     transferred = transfer.queries_to_success == 1
     assert np.all(hybrid.queries_to_success[transferred] == 1)
     assert (hybrid.queries_to_success > 0).sum() >= transferred.sum()
@@ -50,17 +56,18 @@ def test_hybrid_keeps_every_success_plain_transfer_has(setting, query, output):
 
 def test_hybrid_refuses_a_query_stage_that_cannot_start_from_a_transfer_example():
     with pytest.raises(ValueError, match="attack.query"):
-        Hybrid(eps=0.1, query={"_target_": "attacks.pgd.PGD"})
+        Hybrid(eps=0.1, query={"_target_": "attacks.white_box.pgd.PGD"})
 
 
 def test_sybil_attacker_rotates_accounts_and_stops_when_all_are_spent(setting):
     data, judge, _, x, y = setting
-    client = make_client(judge, data, output="probabilities", budget=50, account_limit=40, accounts=3)
+    oracle = make_oracle(judge, data, output="probabilities", budget=50, account_limit=40, accounts=3)
+    client = AttackerClient(oracle)
     with RowCounter(judge) as counter:
-        result = Square(eps=0.1).run(client, x, y)
-    assert counter.rows == client.oracle.queries_total == int(result.queries.sum()) <= 3 * 40
+        result = Square(eps=0.1).run(x, y, AttackerKit(client=client))
+    assert counter.rows == oracle.queries_total == int(result.queries.sum()) <= 3 * 40
     assert result.queries.max() <= 50
-    assert client.oracle.accounts_used <= 3
+    assert oracle.accounts_used <= 3
     if client.out_of_accounts:  # every example after the last account ran out was given up, unqueried
         last = int(np.flatnonzero(result.queries)[-1])
         assert np.all(result.queries[last + 1 :] == 0) and np.all(result.budget_exhausted[last + 1 :])
@@ -71,21 +78,8 @@ def test_more_accounts_only_add_successes(setting):
     data, judge, _, x, y = setting
     outcomes = []
     for accounts in (1, 2, 4):
-        client = make_client(judge, data, output="probabilities", budget=100, account_limit=60, accounts=accounts)
-        outcomes.append(Square(eps=0.1).run(client, x, y).queries_to_success > 0)
+        oracle = make_oracle(judge, data, output="probabilities", budget=100, account_limit=60, accounts=accounts)
+        kit = AttackerKit(client=AttackerClient(oracle))
+        outcomes.append(Square(eps=0.1).run(x, y, kit).queries_to_success > 0)
     assert np.all(outcomes[0] <= outcomes[1]) and np.all(outcomes[1] <= outcomes[2])
     assert outcomes[2].sum() > outcomes[0].sum()
-
-
-def test_rate_limit_turns_queries_into_time_and_accounts_into_cost(setting):
-    from conftest import tiny_config
-
-    from experiments import runner
-
-    cfg = tiny_config("square", "access.rate=2", "access.account_limit=20", "access.accounts=5",
-                      "access.account_cost=3.5", "n_examples=12")
-    m = runner.run(copy.deepcopy(cfg))
-    assert m["campaign_hours"] == pytest.approx(m["queries_total"] / 2 / 60)
-    assert m["accounts_used"] <= 5 and m["campaign_cost"] == pytest.approx(3.5 * m["accounts_used"])
-    if m["attack_success_rate"] > 0:
-        assert m["time_to_compromise_hours_median"] > 0 and m["cost_to_compromise_median"] >= 3.5

@@ -1,80 +1,96 @@
-"""What the attacker knows decides what its surrogate trains on; proxies come from another distribution."""
+"""What the attacker knows decides what its surrogate trains on; proxies come from another distribution.
+(The runner training each knowledge's surrogate is tested in tests/integration/test_surrogate_knowledge.py.)"""
+
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import mlflow
 import numpy as np
 import pytest
-from conftest import tiny_config
-from torchvision_files import write_mnist_style
+import torch
+from helpers.accounting import make_client
+from helpers.torchvision_files import write_mnist_style
 
-from experiments import runner
+from experiments import models
 from experiments.config import compose_config
+from experiments.models import build_surrogate
+from experiments.settings import RunSettings
 from targets.datasets import load_dataset, proxy_pool, subsample
+from targets.models import Ensemble
+from targets.training import ModelSpec, get_or_train, predict_labels
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset(compose_config([]).data)
+def digits_data():
+    return load_dataset(RunSettings.from_config(compose_config([])).data)
 
 
-def test_restyled_proxy_keeps_labels_but_not_images(digits):
-    proxy = proxy_pool(digits, "transformed", None, seed=0)
-    assert proxy.x.shape == digits.attacker.x.shape and proxy.x.dtype == np.float32
-    np.testing.assert_array_equal(proxy.y, digits.attacker.y)
-    assert np.abs(proxy.x - digits.attacker.x).mean() > 0.1
+def test_restyled_proxy_keeps_labels_but_not_images(digits_data):
+    proxy = proxy_pool(digits_data, "transformed", None, seed=0)
+    assert proxy.x.shape == digits_data.attacker.x.shape and proxy.x.dtype == np.float32
+    np.testing.assert_array_equal(proxy.y, digits_data.attacker.y)
+    assert np.abs(proxy.x - digits_data.attacker.x).mean() > 0.1
     assert 0 <= proxy.x.min() and proxy.x.max() <= 1
-    np.testing.assert_array_equal(proxy.x, proxy_pool(digits, "transformed", None, seed=0).x)
+    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data, "transformed", None, seed=0).x)
 
 
-def test_mnist_from_a_local_folder_is_a_proxy_for_digits(tmp_path, digits):
+def test_mnist_from_a_local_folder_is_a_proxy_for_digits(tmp_path, digits_data):
     write_mnist_style(tmp_path, "MNIST", n_train=600, n_test=10, rng=np.random.default_rng(0))
-    proxy = proxy_pool(digits, "mnist", str(tmp_path), seed=0)
-    assert proxy.x.shape == (len(digits.attacker), 1, 8, 8)  # resized to the judge's inputs
+    proxy = proxy_pool(digits_data, "mnist", str(tmp_path), seed=0)
+    assert proxy.x.shape == (len(digits_data.attacker), 1, 8, 8)  # resized to the judge's inputs
     with pytest.raises(ValueError, match="surrogate.proxy='cifar10' for data=digits: allowed: transformed, mnist"):
-        proxy_pool(digits, "cifar10", None, seed=0)
+        proxy_pool(digits_data, "cifar10", None, seed=0)
     with pytest.raises(FileNotFoundError, match="no MNIST files"):
-        proxy_pool(digits, "mnist", str(tmp_path / "empty"), seed=0)
+        proxy_pool(digits_data, "mnist", str(tmp_path / "empty"), seed=0)
 
 
 def test_digits_are_a_proxy_for_mnist(tmp_path):
     write_mnist_style(tmp_path, "MNIST", n_train=60, n_test=10, rng=np.random.default_rng(0))
-    mnist = load_dataset(compose_config(["data=mnist", f"data.root={tmp_path}"]).data)
+    mnist = load_dataset(RunSettings.from_config(compose_config(["data=mnist", f"data.root={tmp_path}"])).data)
     proxy = proxy_pool(mnist, "digits", None, seed=0)
     assert proxy.x.shape == (len(mnist.attacker), 1, 28, 28)
 
 
-def test_data_fraction_subsamples_deterministically(digits):
-    tenth = subsample(digits.attacker, 0.1, seed=3)
+def test_data_fraction_subsamples_deterministically(digits_data):
+    tenth = subsample(digits_data.attacker, 0.1, seed=3)
     assert len(tenth) == 54
-    np.testing.assert_array_equal(tenth.x, subsample(digits.attacker, 0.1, seed=3).x)
-    assert subsample(digits.attacker, 1.0, seed=3) is digits.attacker
+    np.testing.assert_array_equal(tenth.x, subsample(digits_data.attacker, 0.1, seed=3).x)
+    assert subsample(digits_data.attacker, 1.0, seed=3) is digits_data.attacker
 
 
-def surrogate_fingerprint() -> str:
-    """The data fingerprint of the surrogate the last run trained, read from its cache entry."""
-    run = mlflow.last_active_run()
-    key = mlflow.get_run(run.info.run_id).data.tags["surrogate_key"]
-    cache = Path(compose_config([]).cache_dir)
-    return json.loads((cache / "models" / key / "meta.json").read_text())["spec"]["data_fingerprint"]
+def test_an_ensemble_surrogate_trains_one_model_per_architecture(digits, monkeypatch):
+    """surrogate=ensemble: one member per configured architecture (a CNN and an MLP), each trained on the
+    attacker's pool and cached under its own key; the ensemble's logits are the mean of theirs."""
+    tags: list[dict] = []
+    monkeypatch.setattr(models.mlflow, "set_tags", tags.append)
+    overrides = ["attack=transfer_pgd", "access=hidden_label", "surrogate=ensemble"]
+    settings = RunSettings.from_config(compose_config(overrides))
+    data = digits.data
+    spec = settings.surrogate
+    assert [m.arch.name for m in spec.members] == ["cnn", "mlp"]
+    surrogate = build_surrogate(spec, data, make_client(digits.judge, data), 1, settings.cache_dir, "cpu")
 
+    assert isinstance(surrogate, Ensemble) and len(surrogate.members) == len(spec.members) == 2
+    cnn, mlp = surrogate.members
+    assert any(isinstance(layer, torch.nn.Conv2d) for layer in cnn.net)
+    assert not any(isinstance(layer, torch.nn.Conv2d) for layer in mlp.net)
+    hidden = [layer.out_features for layer in mlp.net if isinstance(layer, torch.nn.Linear)]
+    assert hidden == [256, 256, data.n_classes]
 
-@pytest.mark.parametrize(
-    "overrides, expected_pool",
-    [
-        ([], lambda d: d.attacker),
-        (["surrogate.knowledge=leaked"], lambda d: d.judge),
-        (["surrogate.data_fraction=0.3"], lambda d: subsample(d.attacker, 0.3, seed=1)),
-        (["surrogate.knowledge=proxy"], lambda d: proxy_pool(d, "transformed", None, seed=1)),
-    ],
-)
-def test_the_surrogate_trains_on_the_pool_its_knowledge_gives(digits, overrides, expected_pool):
-    runner.run(tiny_config("transfer_pgd", *overrides))
-    assert surrogate_fingerprint() == expected_pool(digits).fingerprint()
+    # each member trained and cached under its own key (member k is seeded seed + k)
+    member_specs = [
+        ModelSpec.of("surrogate", member, 1 + k, data.attacker, data.input_shape, data.n_classes)
+        for k, member in enumerate(spec.members)
+    ]
+    keys = [member_spec.key for member_spec in member_specs]
+    assert len(set(keys)) == 2
+    assert [t["surrogate_key"] for t in tags] == keys
+    for member_spec, member in zip(member_specs, surrogate.members):
+        accuracy = (predict_labels(member, data.attacker.x) == data.attacker.y).mean()
+        assert accuracy > 0.9  # an untrained member guesses among ten classes
+        cached = get_or_train(member_spec, data.attacker, settings.cache_dir)
+        assert cached.cache_hit
+        for name, tensor in cached.model.state_dict().items():
+            assert torch.equal(tensor, member.state_dict()[name])
 
-
-def test_an_ensemble_surrogate_trains_one_model_per_architecture():
-    metrics = runner.run(tiny_config("transfer_pgd", "surrogate=ensemble"))
-    assert 0 <= metrics["attack_success_rate"] <= 1
+    with torch.no_grad():
+        x = torch.from_numpy(data.eval.x[:5])
+        torch.testing.assert_close(surrogate(x), (cnn(x) + mlp(x)) / 2)

@@ -1,4 +1,5 @@
 """Success is the judge's re-checked verdict meeting the goal within eps; metrics follow from the table."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,18 @@ import pytest
 import torch
 
 from attacks.base import AttackResult, Goal
-from attacks.client import AttackerClient
 from experiments.metrics import Compromise, compromise_from_ledger, evaluate, per_example_csv, success_curve
-from targets.oracle import AccessPolicy, Oracle
+from targets.access import (
+    DECISION_BASED,
+    HYBRID,
+    SCORE_BASED,
+    TRANSFER,
+    WHITE_BOX,
+    AccessPolicy,
+    AttackerClient,
+    Oracle,
+    ThreatModel,
+)
 
 
 def result(x_adv, queries, exhausted=None, to_success=None):
@@ -36,9 +46,16 @@ def test_success_needs_a_changed_label_within_eps():
     x_adv[1] += 0.3  # label changes, outside eps: failure
     x_adv[2] += 0.05  # label unchanged: failure
     evaluation = evaluate(
-        index=np.arange(4), x=x, y=y, initial=initial, attacked=initial == y, final_attacked=np.array([5, 5, 2]),
+        index=np.arange(4),
+        x=x,
+        y=y,
+        initial=initial,
+        attacked=initial == y,
+        final_attacked=np.array([5, 5, 2]),
         result=result(x_adv, [3, 10, 10], exhausted=[False, True, True], to_success=[3, -1, -1]),
-        goal=Goal(0.1), threat_model="score_based", compromise=free(3, shared=6),
+        goal=Goal(0.1),
+        threat_model=SCORE_BASED,
+        compromise=free(3, shared=6),
     )
     m = evaluation.metrics
     assert evaluation.per_example["success"].tolist() == [True, False, False, False]
@@ -65,14 +82,44 @@ def test_targeted_goal_needs_the_target_verdict_and_l2_goal_measures_l2():
 def test_no_success_gives_undefined_perturbation_not_zero():
     x = np.zeros((2, 1, 1, 1), dtype=np.float32)
     evaluation = evaluate(
-        index=np.arange(2), x=x, y=np.array([1, 1]), initial=np.array([1, 1]), attacked=np.array([True, True]),
-        final_attacked=np.array([1, 1]), result=result(x, [0, 0]), goal=Goal(0.1), threat_model="white_box",
+        index=np.arange(2),
+        x=x,
+        y=np.array([1, 1]),
+        initial=np.array([1, 1]),
+        attacked=np.array([True, True]),
+        final_attacked=np.array([1, 1]),
+        result=result(x, [0, 0]),
+        goal=Goal(0.1),
+        threat_model=WHITE_BOX,
         compromise=free(2),
     )
     for key in ("perturbation_linf_mean", "time_to_compromise_hours_median", "cost_to_compromise_median"):
         assert math.isnan(evaluation.metrics[key])
     assert evaluation.metrics["attack_success_rate"] == 0.0
     assert evaluation.success_curve == []
+
+
+@pytest.mark.parametrize(
+    "threat_model, has_curve",
+    [(WHITE_BOX, False), (TRANSFER, False), (SCORE_BASED, True), (DECISION_BASED, True), (HYBRID, True)],
+    ids=lambda v: v.name if isinstance(v, ThreatModel) else str(v),
+)
+def test_only_attacks_that_spend_a_query_budget_get_a_success_curve(threat_model, has_curve):
+    x = np.zeros((2, 1, 1, 1), dtype=np.float32)
+    evaluation = evaluate(
+        index=np.arange(2),
+        x=x,
+        y=np.array([1, 1]),
+        initial=np.array([1, 1]),
+        attacked=np.array([True, True]),
+        final_attacked=np.array([0, 1]),
+        result=result(x + 0.05, [3, 9], to_success=[3, -1]),
+        goal=Goal(0.1),
+        threat_model=threat_model,
+        compromise=free(2),
+    )
+    assert evaluation.metrics["attack_success_rate"] == 0.5
+    assert (evaluation.success_curve != []) == has_curve
 
 
 def test_an_attack_with_zero_examples_is_an_error():
@@ -107,9 +154,16 @@ def test_time_and_cost_to_compromise_come_from_the_ledger():
 def test_per_example_csv_has_the_documented_columns():
     x = np.zeros((1, 1, 1, 1), dtype=np.float32)
     evaluation = evaluate(
-        index=np.array([7]), x=x, y=np.array([2]), initial=np.array([2]), attacked=np.array([True]),
-        final_attacked=np.array([4]), result=result(x + 0.05, [12]), goal=Goal(0.1),
-        threat_model="decision_based", compromise=free(1),
+        index=np.array([7]),
+        x=x,
+        y=np.array([2]),
+        initial=np.array([2]),
+        attacked=np.array([True]),
+        final_attacked=np.array([4]),
+        result=result(x + 0.05, [12]),
+        goal=Goal(0.1),
+        threat_model=DECISION_BASED,
+        compromise=free(1),
     )
     lines = per_example_csv(evaluation.per_example).splitlines()
     assert lines[0] == "index,label,initial_prediction,final_prediction,attacked,success,queries,linf,l2"

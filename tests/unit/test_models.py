@@ -1,29 +1,36 @@
 """Every architecture, the torchvision one included, takes [0, 1] NCHW inputs and returns logits."""
+
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from experiments.config import compose_config
+from experiments.settings import RunSettings
 from targets.datasets import Pool
-from targets.models import ARCHITECTURES, build_model
+from targets.models import ARCHITECTURES, Architecture, ArchName, build_model
 from targets.training import ModelSpec, get_or_train, predict_labels
+
+
+def target_model(arch: str):
+    """`target=<arch>` as the typed config boundary reads it."""
+    return RunSettings.from_config(compose_config([f"target={arch}"])).target.model
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_architectures_map_images_to_logits(arch, shape):
-    node = compose_config([f"target={arch}"]).target
-    model = build_model(node.arch, shape, 10).eval()
+    model = build_model(target_model(arch).arch, shape, 10).eval()
     with torch.no_grad():
         out = model(torch.rand(2, *shape))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
 def test_normalisation_lives_in_the_state_dict():
-    model = build_model(OmegaConf.create({"name": "mlp", "hidden": [8]}), (1, 4, 4), 3)
+    model = build_model(Architecture(ArchName.MLP, hidden=(8,)), (1, 4, 4), 3)
     assert {"normalize.mean", "normalize.std"} <= set(model.state_dict())
 
 
@@ -32,8 +39,9 @@ def test_torchvision_resnet_trains_and_caches_like_any_judge(tmp_path):
     y = rng.integers(0, 2, 64).astype(np.int64)
     x = np.clip(rng.normal(0.3 + 0.4 * y[:, None, None, None], 0.1, (64, 1, 8, 8)), 0, 1).astype(np.float32)
     pool = Pool(x, y)
-    node = OmegaConf.merge(compose_config(["target=resnet18"]).target, {"train": {"epochs": 3, "batch_size": 16}})
-    spec = ModelSpec.from_config("judge", node, 0, pool, (1, 8, 8), 2)
+    model = target_model("resnet18")
+    model = replace(model, train=replace(model.train, epochs=3, batch_size=16))
+    spec = ModelSpec.of("judge", model, 0, pool, (1, 8, 8), 2)
     trained = get_or_train(spec, pool, tmp_path)
     assert (predict_labels(trained.model, x) == y).mean() > 0.9  # an easy, separable task
     assert get_or_train(spec, pool, tmp_path).cache_hit

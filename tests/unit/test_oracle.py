@@ -1,10 +1,11 @@
 """The Oracle's accounting: counts are exact, budgets are unbreakable, outputs are what the policy allows."""
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from targets.oracle import SHARED, AccessDenied, AccessPolicy, AccountLimitReached, BudgetExhausted, Oracle
+from targets.access import SHARED, AccessDenied, AccessPolicy, AccountLimitReached, BudgetExhausted, Oracle
 
 
 class CountingModel(nn.Module):

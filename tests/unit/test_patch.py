@@ -1,16 +1,20 @@
 """The universal patch: trained on the attacker's own data only, one patch stuck on every example; white-box it
 sends no query and needs open weights, transferred it sends exactly one query per example."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from accounting import RowCounter, attackable, make_client
 from art.attacks.evasion import AdversarialPatchPyTorch
+from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.patch import Patch
-from attacks.transfer_patch import TransferPatch
+from attacks.base import AttackerKit
+from attacks.transfer.transfer_patch import TransferPatch
+from attacks.white_box.patch import Patch
 from experiments.config import compose_config
-from experiments.validation import ConfigError, validate
+from experiments.settings import RunSettings
+from experiments.validation import ConfigError
+from targets.access import AttackerClient
 from targets.training import predict_labels
 
 FAST = {"max_iter": 2}
@@ -42,7 +46,7 @@ def test_the_patch_is_trained_on_the_attackers_pool_only(setting, training_spy, 
     data, judge, surrogate, x, y = setting
     weights = "open" if cls is Patch else "hidden"
     client = make_client(judge, data, weights=weights, output="logits")
-    cls(**FAST).run(client, x, y, surrogate=surrogate, attacker_data=data.attacker)
+    cls(**FAST).run(x, y, AttackerKit(client=client, surrogate=surrogate, attacker_data=data.attacker))
     assert len(training_spy) == 1
     trained_on = training_spy[0]["x"]
     np.testing.assert_array_equal(trained_on, data.attacker.x)
@@ -56,7 +60,7 @@ def test_a_fixed_patch_is_the_same_sticker_on_every_example(setting, training_sp
     smoothed version of the trained patch, not always its exact values.)"""
     data, judge, _, x, y = setting
     client = make_client(judge, data, weights="open", output="logits")
-    result = Patch(location=[2, 1], **FAST).run(client, x, y, attacker_data=data.attacker)
+    result = Patch(location=[2, 1], **FAST).run(x, y, AttackerKit(client=client, attacker_data=data.attacker))
     assert training_spy[0]["patch"].shape == (1, 3, 3)
     inside = np.zeros(x.shape[1:], dtype=bool)
     inside[:, 1:4, 2:5] = True
@@ -70,8 +74,11 @@ def test_a_random_patch_is_the_same_sticker_at_a_seeded_place(setting, training_
     places follow the seed."""
     data, judge, _, x, y = setting
     first, second = [
-        Patch(seed=5, **FAST).run(make_client(judge, data, weights="open", output="logits"), x, y,
-                                  attacker_data=data.attacker)
+        Patch(seed=5, **FAST).run(
+            x,
+            y,
+            AttackerKit(client=make_client(judge, data, weights="open", output="logits"), attacker_data=data.attacker),
+        )
         for _ in range(2)
     ]
     np.testing.assert_array_equal(first.x_adv, second.x_adv)
@@ -98,9 +105,9 @@ def _place_of(sticker, original, patched):
 def test_white_box_patch_sends_no_query(setting):
     """Proves: the white-box patch is crafted on the judge's weights; the Oracle answers nothing."""
     data, judge, _, x, y = setting
-    client = make_client(judge, data, weights="open", output="logits")
-    result = Patch(**FAST).run(client, x, y, attacker_data=data.attacker)
-    assert client.oracle.queries_total == 0
+    oracle = make_oracle(judge, data, weights="open", output="logits")
+    result = Patch(**FAST).run(x, y, AttackerKit(client=AttackerClient(oracle), attacker_data=data.attacker))
+    assert oracle.queries_total == 0 and not oracle.ledger
     assert result.queries.tolist() == [0] * len(x)
 
 
@@ -108,10 +115,11 @@ def test_white_box_patch_sends_no_query(setting):
 def test_transfer_patch_submits_each_example_once(setting, output):
     """Proves: trained on the surrogate, the patched examples cost one query each, counted exactly."""
     data, judge, surrogate, x, y = setting
-    client = make_client(judge, data, output=output, budget=1)
+    oracle = make_oracle(judge, data, output=output, budget=1)
+    kit = AttackerKit(client=AttackerClient(oracle), surrogate=surrogate, attacker_data=data.attacker)
     with RowCounter(judge) as counter:
-        result = TransferPatch(**FAST).run(client, x, y, surrogate=surrogate, attacker_data=data.attacker)
-    assert counter.rows == client.oracle.queries_total == len(x)
+        result = TransferPatch(**FAST).run(x, y, kit)
+    assert counter.rows == oracle.queries_total == len(x)
     assert result.queries.tolist() == [1] * len(x)
     fooled = predict_labels(judge, result.x_adv) != y
     np.testing.assert_array_equal(result.queries_to_success == 1, fooled)
@@ -120,8 +128,8 @@ def test_transfer_patch_submits_each_example_once(setting, output):
 def test_patch_needs_open_weights_at_config_time():
     """Proves: a white-box patch against a hidden judge is refused before anything runs."""
     with pytest.raises(ConfigError, match="access.weights=hidden"):
-        validate(compose_config(["attack=patch", "access=hidden_label"]))
-    validate(compose_config(["attack=transfer_patch", "access=hidden_label"]))
+        RunSettings.from_config(compose_config(["attack=patch", "access=hidden_label"]))
+    RunSettings.from_config(compose_config(["attack=transfer_patch", "access=hidden_label"]))
 
 
 def test_a_targeted_sticker_forces_the_target(setting):
@@ -129,8 +137,9 @@ def test_a_targeted_sticker_forces_the_target(setting):
     data, judge, _, x, y = setting
     target = 3
     x, y = x[y != target], y[y != target]
+    client = make_client(judge, data, weights="open", output="logits")
     result = Patch(targeted=True, target_class=target, location=[2, 2], max_iter=10).run(
-        make_client(judge, data, weights="open", output="logits"), x, y, attacker_data=data.attacker
+        x, y, AttackerKit(client=client, attacker_data=data.attacker)
     )
     assert (predict_labels(judge, result.x_adv) == target).any()
 
@@ -141,4 +150,4 @@ def test_a_place_art_cannot_hit_exactly_is_refused(setting):
     data, judge, _, x, y = setting
     with pytest.raises(ValueError, match="attack.location"):
         client = make_client(judge, data, weights="open", output="logits")
-        Patch(location=[0, 0], **FAST).run(client, x, y, attacker_data=data.attacker)
+        Patch(location=[0, 0], **FAST).run(x, y, AttackerKit(client=client, attacker_data=data.attacker))

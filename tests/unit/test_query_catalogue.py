@@ -1,17 +1,19 @@
 """The query-attack catalogue (SimBA, ZOO, Boundary, GeoDA, Sign-OPT) reaches the judge only through the Oracle:
 within budget, counted exactly, repeatable, and forcing the target verdict where it claims a targeted mode."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from accounting import RowCounter, attackable, make_client, make_oracle
+from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.boundary import Boundary
-from attacks.client import AttackerClient
-from attacks.geoda import GeoDA
-from attacks.sign_opt import SignOPT
-from attacks.simba import SimBA
-from attacks.zoo import Zoo
+from attacks.base import AttackerKit
+from attacks.query.boundary import Boundary
+from attacks.query.geoda import GeoDA
+from attacks.query.sign_opt import SignOPT
+from attacks.query.simba import SimBA
+from attacks.query.zoo import Zoo
+from targets.access import AttackerClient
 from targets.training import predict_labels
 
 # name -> (attack class, its yaml eps, the API output it is run under); everything else is the class's default
@@ -39,7 +41,7 @@ def judge_and_data(digits):
 def run(attack, output, judge, data, budget, x, y):
     oracle = make_oracle(judge, data, output=output, budget=budget)
     with RowCounter(judge) as counter:
-        result = attack.run(AttackerClient(oracle), x, y, attacker_data=data.attacker)
+        result = attack.run(x, y, AttackerKit(client=AttackerClient(oracle), attacker_data=data.attacker))
     return result, oracle, counter
 
 
@@ -131,7 +133,8 @@ def test_simba_from_a_centre_never_asks_outside_the_ball(judge_and_data):
     start = np.clip(origin + 0.08 * np.sign(np.random.default_rng(0).standard_normal(origin.shape)), 0, 1)
     attack = SimBA(eps=0.1)
     with RowCounter(judge) as counter:
-        attack.run(make_client(judge, data, output="probabilities", budget=129), origin, label, starts=[start[0]])
+        client = make_client(judge, data, output="probabilities", budget=129)
+        attack.run(origin, label, AttackerKit(client=client, starts=(start[0],)))
     asked = np.stack(counter.inputs)
     assert len(asked) > 1
     assert np.abs(asked - origin).max() <= 0.1 + 1e-6

@@ -1,5 +1,6 @@
 """The white-box catalogue and the transfer variants: within eps in their norm, fooling the judge on some
 examples, no query for white box and exactly one per example for transfer, targeted where supported."""
+
 from __future__ import annotations
 
 import copy
@@ -7,17 +8,23 @@ import copy
 import numpy as np
 import pytest
 import torch
-from accounting import RowCounter, attackable, make_client, make_oracle
+from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.autoattack import AutoAttack
-from attacks.base import distances
-from attacks.carlini_wagner_l2 import CarliniWagnerL2
-from attacks.client import AttackerClient
-from attacks.deepfool import DeepFool
-from attacks.fgsm import FGSM
-from attacks.pgd_l2 import PGDL2
-from attacks.transfer_difgsm import InputDiversity, TransferDIFGSM
-from attacks.transfer_mifgsm import TransferMIFGSM
+from attacks.base import AttackerKit, distances
+from attacks.transfer.transfer_difgsm import DiverseMomentumPGD, InputDiversity, TransferDIFGSM
+from attacks.transfer.transfer_mifgsm import MomentumPGD, TransferMIFGSM
+from attacks.transfer.transfer_patch import TransferPatch
+from attacks.transfer.transfer_pgd import TransferPGD
+from attacks.white_box.autoattack import AutoAttack
+from attacks.white_box.base import WhiteBoxAttack
+from attacks.white_box.carlini_wagner_l2 import CarliniWagnerL2
+from attacks.white_box.deepfool import DeepFool
+from attacks.white_box.fgsm import FGSM
+from attacks.white_box.patch import Patch
+from attacks.white_box.pgd import PGD
+from attacks.white_box.pgd_l2 import PGDL2
+from targets import access
+from targets.access import AttackerClient
 from targets.training import predict_labels
 
 # Each attack at its yaml defaults but eps, so a broken attack (one that returns the originals) fails here.
@@ -51,7 +58,7 @@ def test_white_box_attacks_fool_within_eps_without_a_query(judge_and_data, name)
     judge, data, x, y = judge_and_data
     attack = WHITE_BOX[name]()
     oracle = make_oracle(judge, data, weights="open")
-    result = attack.run(AttackerClient(oracle), x, y)
+    result = attack.run(x, y, AttackerKit(client=AttackerClient(oracle)))
     check_in_ball(attack, result.x_adv, x)
     assert oracle.queries_total == 0 and not oracle.ledger
     assert result.queries.tolist() == [0] * len(x) and not result.budget_exhausted.any()
@@ -65,7 +72,7 @@ def test_transfer_variants_submit_each_example_once(judge_and_data, name, output
     attack = TRANSFER[name]()
     oracle = make_oracle(judge, data, output=output, budget=1)
     with RowCounter(judge) as counter:
-        result = attack.run(AttackerClient(oracle), x, y, surrogate=copy.deepcopy(judge))
+        result = attack.run(x, y, AttackerKit(client=AttackerClient(oracle), surrogate=copy.deepcopy(judge)))
     assert counter.rows == oracle.queries_total == len(x)
     assert result.queries.tolist() == [1] * len(x)
     check_in_ball(attack, result.x_adv, x)
@@ -81,8 +88,9 @@ def test_targeted_mode_forces_the_target_verdict(judge_and_data, name):
     keep = y != TARGET
     x, y = x[keep], y[keep]
     attack = {**WHITE_BOX, **TRANSFER}[name](targeted=True, target_class=TARGET)
-    weights = "open" if attack.threat_model == "white_box" else "hidden"
-    result = attack.run(make_client(judge, data, weights=weights), x, y, surrogate=copy.deepcopy(judge))
+    weights = "open" if attack.threat_model == access.WHITE_BOX else "hidden"
+    kit = AttackerKit(client=make_client(judge, data, weights=weights), surrogate=copy.deepcopy(judge))
+    result = attack.run(x, y, kit)
     check_in_ball(attack, result.x_adv, x)
     assert (predict_labels(judge, result.x_adv) == TARGET).any()
 
@@ -98,20 +106,20 @@ def test_min_norm_attacks_are_projected_onto_the_ball(judge_and_data, make):
     """DeepFool and C&W have no eps of their own: with a tiny eps what they find is scaled back onto the ball
     with a huge one it is kept as found (and does)."""
     judge, data, x, y = judge_and_data
-    client = make_client(judge, data, weights="open")
-    tight = make(eps=0.05).run(client, x, y).x_adv
+    kit = AttackerKit(client=make_client(judge, data, weights="open"))
+    tight = make(eps=0.05).run(x, y, kit).x_adv
     radius = distances(tight, x, "2")
     # on the surface, but where clipping into [0, 1] takes a little off
     assert radius.max() <= 0.05 + 1e-5 and np.median(radius) == pytest.approx(0.05, rel=1e-3)
-    loose = make(eps=100.0).run(client, x, y).x_adv
+    loose = make(eps=100.0).run(x, y, kit).x_adv
     assert (predict_labels(judge, loose) != y).all()
     assert distances(loose, x, "2").max() < 3.0
 
 
 def test_input_diversity_is_seeded_and_differentiable(judge_and_data):
     judge, data, x, y = judge_and_data
-    client = make_client(judge, data)
-    runs = [TransferDIFGSM(eps=0.1, seed=s).run(client, x, y, surrogate=copy.deepcopy(judge)).x_adv for s in (0, 0, 1)]
+    kit = AttackerKit(client=make_client(judge, data), surrogate=copy.deepcopy(judge))
+    runs = [TransferDIFGSM(eps=0.1, seed=s).run(x, y, kit).x_adv for s in (0, 0, 1)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
     inputs = torch.from_numpy(x).requires_grad_()
@@ -125,3 +133,20 @@ def test_input_diversity_is_seeded_and_differentiable(judge_and_data):
 def test_momentum_is_art_only():
     with pytest.raises(ValueError, match="attack.backend"):
         TransferMIFGSM(eps=0.1, backend="foolbox")
+
+
+@pytest.mark.parametrize(
+    "transfer, crafter",
+    [(TransferPGD, PGD), (TransferMIFGSM, MomentumPGD), (TransferDIFGSM, DiverseMomentumPGD), (TransferPatch, Patch)],
+    ids=lambda cls: cls.__name__,
+)
+def test_a_transfer_attack_composes_its_white_box_crafter(transfer, crafter):
+    """A transfer attack is not a white-box attack: it holds one, built from its own hyperparameters."""
+    assert transfer.crafter_class is crafter and not issubclass(transfer, WhiteBoxAttack)
+    assert transfer.threat_model == access.TRANSFER and crafter.threat_model == access.WHITE_BOX
+    assert set(crafter.parameters()) <= set(transfer.parameters())
+    assert transfer.norm == crafter.norm and transfer.supports_targeted == crafter.supports_targeted
+    attack = transfer(eps=0.2, max_iter=3, seed=4)
+    assert type(attack.crafter) is crafter
+    assert (attack.crafter.eps, attack.crafter.max_iter, attack.crafter.seed) == (0.2, 3, 4)
+    assert attack.goal == attack.crafter.goal
