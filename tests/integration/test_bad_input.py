@@ -121,6 +121,7 @@ def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(
         "surrogate.knowledge=proxy",
         "surrogate.proxy=mnist",
         f"surrogate.proxy_root={tmp_path / 'no_mnist_here'}",
+        "target.train.epochs=3",  # the judge is trained before the surrogate's data is looked for
         "n_examples=4",
         "experiment_name=mid_run",
     )
