@@ -26,6 +26,7 @@ test-fast: $(STAMP)  ## skip the slow end-to-end tests
 
 bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/oracle_overhead.py
+	$(BIN)/python bench/query_engine.py
 	$(BIN)/python bench/backend_throughput.py
 	$(BIN)/python bench/attack_walltime.py
 	$(BIN)/python bench/demo_walltime.py

@@ -29,6 +29,15 @@ def distances(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
     return np.abs(delta).max(axis=1, initial=0.0) if norm == "inf" else np.sqrt((delta**2).sum(axis=1))
 
 
+def as_scores(answers: np.ndarray, n_classes: int) -> np.ndarray:
+    """API answers as rows of scores; a label-only answer becomes a one-hot row, which an attack reads as the class."""
+    if answers.ndim == 1:
+        one_hot = np.zeros((len(answers), n_classes), dtype=np.float32)
+        one_hot[np.arange(len(answers)), answers] = 1.0
+        return one_hot
+    return answers.astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Goal:
     """What counts as fooling the judge: the verdict changes (or becomes `target`) within `eps` in `norm`.
@@ -106,6 +115,8 @@ class AttackerKit:
     attacker_data: Pool | None = None
     starts: tuple[np.ndarray | None, ...] | None = None
     keys: tuple[Hashable, ...] | None = None
+    device: str = "cpu"
+    """Where gavel's own attacks keep their tensors (the run's device)."""
 
     def keys_for(self, n: int) -> list[Hashable]:
         return list(range(n)) if self.keys is None else list(self.keys)

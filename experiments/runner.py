@@ -89,6 +89,7 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
 
 def provision(settings: RunSettings, data: Dataset) -> Provisioned:
     """The judge (trained once, cached), the operator's defense around it, and the Oracle in front."""
+    torch.set_num_threads(settings.threads_for("provision"))
     device = resolve_device(settings.device)
     judge_model = cached_model(
         "judge", settings.target.model, data.judge, settings.seed, data, settings.cache_dir, device
@@ -126,6 +127,7 @@ def run_attack(
     """The attacker plans its examples, gets what its threat model gives it (a surrogate, its own data), and
     attacks."""
     client.plan(int(selection.attacked.sum()))
+    torch.set_num_threads(settings.threads_for("provision"))  # the surrogate trains on every core
     surrogate = None
     if attack.threat_model.surrogate:
         surrogate = build_surrogate(
@@ -135,8 +137,10 @@ def run_attack(
         client=client,
         surrogate=surrogate,
         attacker_data=provisioned.data.attacker if attack.needs_attacker_data else None,
+        device=provisioned.device,
     )
     attacked = selection.attacked
+    torch.set_num_threads(settings.threads_for("attack"))
     return attack.run(selection.x[attacked], selection.y[attacked], kit)
 
 

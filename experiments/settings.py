@@ -8,6 +8,7 @@ allowed, before anything is trained or recorded.
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,6 +70,8 @@ class RunSettings:
     device: Device
     cache_dir: Path
     oracle_batch_size: int
+    threads: int | None
+    """torch threads; None: the machine's cores, one for query attacks (`threads_for`)."""
     data: DataSpec
     target: TargetSpec
     surrogate: SurrogateSpec
@@ -81,6 +84,18 @@ class RunSettings:
     def plain_config(self) -> dict[str, Any]:
         """The resolved config as plain nested values (a copy)."""
         return copy.deepcopy(dict(self.resolved))
+
+    def threads_for(self, stage: str) -> int:
+        """torch threads for a stage: `threads` if set; else one for the attack stage of a query attack on a
+        library backend (its forwards hold one example's rows), the machine's cores otherwise (training,
+        crafting, and gavel's batched query attacks, whose forwards hold hundreds of rows)."""
+        if self.threads is not None:
+            return self.threads
+        attack = self.attack_instance
+        query_stage = getattr(attack, "query_attack", attack)  # a hybrid attacker's queries are its query stage's
+        if stage == "attack" and attack.threat_model.charged_queries and query_stage.backend != "gavel":
+            return 1
+        return len(os.sched_getaffinity(0))
 
     @property
     def attack_instance(self) -> Attack:
@@ -112,6 +127,7 @@ class RunSettings:
         seed = top.integer("seed", minimum=0, maximum=SEED_MAX)
         n_examples = top.integer("n_examples", minimum=1)
         oracle_batch_size = top.integer("oracle_batch_size", minimum=1)
+        threads = top.integer("threads", minimum=1, optional=True, meaning="torch threads")
         experiment_name = top.text("experiment_name", meaning="a non-empty MLflow experiment name")
         access = read_access(top.child("access"))
         surrogate = read_surrogate(top.child("surrogate"), data.name, access)
@@ -125,6 +141,7 @@ class RunSettings:
             device=device,
             cache_dir=cache_dir,
             oracle_batch_size=oracle_batch_size,
+            threads=threads,
             data=data,
             target=target,
             surrogate=surrogate,

@@ -24,9 +24,10 @@ def one_torch_thread():
 def isolated_stores(tmp_path_factory):
     """One MLflow store and one model cache for the whole session: each judge is trained once."""
     root = tmp_path_factory.mktemp("stores")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GAVEL_CACHE_DIR")}
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GAVEL_CACHE_DIR", "GAVEL_THREADS")}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["GAVEL_CACHE_DIR"] = str(root / "cache")
+    os.environ["GAVEL_THREADS"] = "1"  # every job, the CLI's too: the same models whichever test trains them
     yield root
     for key, value in saved.items():
         if value is None:

@@ -16,7 +16,7 @@ import torch
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork, PyTorchClassifier
 from torch import nn
 
-from attacks.base import Goal
+from attacks.base import Goal, as_scores
 from targets.access import AttackerClient, QueryRefused
 
 
@@ -136,15 +136,6 @@ class QuerySession:
 
     def _reached(self, row: np.ndarray, label: int) -> bool:
         return bool(self.goal.fooled([label], [self.y0])[0] and self.goal.within(row[None], self.x0[None])[0])
-
-
-def as_scores(answers: np.ndarray, n_classes: int) -> np.ndarray:
-    """API answers as rows of scores; a label-only answer becomes a one-hot row, which ART reads as the class."""
-    if answers.ndim == 1:
-        one_hot = np.zeros((len(answers), n_classes), dtype=np.float32)
-        one_hot[np.arange(len(answers)), answers] = 1.0
-        return one_hot
-    return answers.astype(np.float32)
 
 
 def seed_global_rngs(*seed: int) -> None:

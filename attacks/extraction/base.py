@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from attacks.adapters.art import as_scores
+from attacks.base import as_scores
 from targets.access import SHARED, AttackerClient
 
 Method = Literal["copycat", "knockoff", "jacobian"]

@@ -1,16 +1,25 @@
-"""Query attacks (score-based and decision-based): an attack library driven through the Oracle, one example at a
-time, so each example's queries are charged to it alone."""
+"""Query attacks (score-based and decision-based), from one of two kinds of backend:
+
+- gavel's own batched implementations (`backend=gavel`, where an attack has one): every example still in play
+  advances in the same step through `attacks.query.engine.QueryEngine`, each row charged to its own example,
+  each budget spent in full (`run_batched`);
+- an attack library (ART, or foolbox) driven one example at a time through a `QuerySession`, so that each
+  example's queries are charged to it alone (`run_library`): the reference backends.
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from attacks.base import Attack, AttackerKit, AttackResult
+from attacks.params import PositiveInt
 from targets.access import QueryRefused
+
+Backend = Literal["gavel", "art", "foolbox"]
 
 
 class QueryAttack(Attack):
@@ -27,10 +36,25 @@ class QueryAttack(Attack):
     """
 
     start: ClassVar[str | None] = None
+    backends: ClassVar[tuple[str, ...]] = ("art",)
+    """The backends this attack has; the first is its default."""
 
-    def __init__(self, *, eps: float, reuse_answers: bool = True, **common) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        reuse_answers: bool = True,
+        backend: Backend | None = None,
+        max_queries: PositiveInt = 10_000,
+        **common,
+    ) -> None:
         super().__init__(eps=eps, **common)
+        if backend is not None and backend not in self.backends:
+            raise ValueError(f"attack.backend={backend!r}: allowed: {', '.join(self.backends)}")
         self.reuse_answers = reuse_answers
+        self.backend = backend or self.backends[0]
+        self.max_queries = max_queries
+        """Each example's cap when the budget is unlimited (gavel's backend spends budgets in full)."""
 
     @abstractmethod
     def library_attack(self, estimator: OracleClassifier, budget: int | None) -> Any:
@@ -49,6 +73,16 @@ class QueryAttack(Attack):
     def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         """Each row is charged to its key in `kit` (a hybrid attacker hands on the keys its transfer stage
         already spent on, and each example's remaining budget is what is left)."""
+        if self.backend == "gavel":
+            return self.run_batched(x, y, kit)
+        return self.run_library(x, y, kit)
+
+    def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
+        """gavel's own batched implementation; attacks that list "gavel" in `backends` define it."""
+        raise TypeError(f"{type(self).__name__} has no gavel backend; allowed: {', '.join(self.backends)}")
+
+    def run_library(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
+        """The library backend, one example at a time."""
         client = kit.client
         keys = kit.keys_for(len(x))
         x_adv = x.copy()

@@ -8,13 +8,13 @@ only handle a black-box attack holds: it reaches the Oracle through `query` and 
 from __future__ import annotations
 
 import math
-from typing import Hashable
+from typing import Hashable, Sequence
 
 import numpy as np
 from torch import nn
 
 from targets.access.errors import AccountLimitReached, AccountsExhausted, BudgetExhausted
-from targets.access.oracle import Oracle
+from targets.access.oracle import Answers, Oracle
 from targets.access.policy import SHARED, AccessPolicy, Output
 
 
@@ -104,14 +104,39 @@ class AttackerClient:
                 self._stopped.add(example)
                 raise BudgetExhausted(example, refused.budget, self._join([*answered, refused.answered])) from None
 
+    def query_rows(self, x: np.ndarray, examples: Sequence[Hashable]) -> Answers:
+        """Ask about many examples' rows at once, row i charged to `examples[i]`. Rows the current account's
+        limit refuses are asked again with the next account; an example with a row refused by its budget, or
+        with rows left when every account is spent, is stopped."""
+        examples = list(examples)
+        values = self._zeros(len(x))
+        answered = np.zeros(len(x), dtype=bool)
+        over_budget = np.zeros(len(x), dtype=bool)
+        pending = np.arange(len(x))
+        while len(pending):
+            if self.out_of_accounts:
+                self._stopped.update(examples[i] for i in pending)
+                break
+            reply = self._oracle.query_rows(x[pending], [examples[i] for i in pending], account=self.account)
+            values[pending[reply.answered]] = reply.values[reply.answered]
+            answered[pending[reply.answered]] = True
+            over_budget[pending[reply.over_budget]] = True
+            self._stopped.update(examples[i] for i in pending[reply.over_budget])
+            pending = pending[reply.refused_by_account]
+            if len(pending):
+                self.account += 1
+        return Answers(values, answered, over_budget)
+
     def stop(self, example: Hashable) -> None:
         """Record that the attack on `example` ended without a query: no account was left to ask with."""
         self._stopped.add(example)
 
     def _join(self, parts: list[np.ndarray]) -> np.ndarray:
         parts = [p for p in parts if len(p)]
-        if parts:
-            return np.concatenate(parts)
+        return np.concatenate(parts) if parts else self._zeros(0)
+
+    def _zeros(self, n: int) -> np.ndarray:
+        """`n` blank answers of the API's kind: labels, or rows of scores."""
         if self.policy.output == Output.LABEL:
-            return np.zeros((0,), dtype=np.int64)
-        return np.zeros((0, self.n_classes), dtype=np.float32)
+            return np.zeros((n,), dtype=np.int64)
+        return np.zeros((n, self.n_classes), dtype=np.float32)

@@ -1,13 +1,16 @@
 """The Oracle: the operator's side of the API, and the only way a black-box attacker reaches a judge.
 
 It answers what the access policy allows (logits, probabilities or a label) and counts one query per row
-it evaluates. It enforces two separate limits and never evaluates a row past either:
+it evaluates. A call may hold rows of many examples (`query_rows`): each row carries the example it is
+charged to, so a batch is still charged exactly per example. It enforces two separate limits and never
+evaluates a row past either:
 
 - the per-example budget (`access.budget`): `AccessPolicy.allowance` says what an example, or the shared
   queries of model extraction (key `SHARED`), may still spend, given the examples the attack plans for (`plan`);
 - the operator's rate limit: `access.account_limit` queries per account per `access.window` hours.
 
-Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds
+It accepts only the example keys the attack planned (`plan`), and only finite inputs in [0, 1] of the judge's
+shape. Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds
 apart, one after another; the ledger records when each call started and ended. The Oracle speaks numpy
 in and numpy out, so it can later sit behind an HTTP API unchanged.
 """
@@ -16,14 +19,31 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Hashable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from targets.access.errors import AccessDenied, AccountLimitReached, BudgetExhausted
-from targets.access.policy import AccessPolicy, Output, Weights
+from targets.access.policy import SHARED, AccessPolicy, Output, Weights
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The Oracle's reply to a call, row by row."""
+
+    values: np.ndarray
+    """One answer per row (labels, or rows of scores); rows that were not evaluated hold zeros."""
+    answered: np.ndarray
+    """Which rows were evaluated (and charged)."""
+    over_budget: np.ndarray
+    """Which rows were refused because their example's budget was spent. A row neither answered nor over
+    budget was refused by the account's limit: another account may ask it."""
+
+    @property
+    def refused_by_account(self) -> np.ndarray:
+        return ~self.answered & ~self.over_budget
 
 
 @dataclass(frozen=True)
@@ -58,36 +78,75 @@ class Oracle:
         self._used: Counter = Counter()
         self._exhausted: set = set()
         self._planned: int | None = None
+        self._keys: frozenset = frozenset()
         self._window_start: dict[int, float] = {}
         self._window_used: Counter = Counter()
         self.clock = 0.0
         self.ledger: list[LedgerEntry] = []
 
     def plan(self, n_examples: int) -> None:
-        """Declare how many examples the attack will attack: they share the budget for `SHARED` queries."""
+        """Declare how many examples the attack will attack: their keys are 0 .. n_examples - 1 (and `SHARED`
+        for labelling), and they share the budget for `SHARED` queries. No other key is answered."""
+        if self._planned is not None:
+            raise RuntimeError("the attack's examples are planned once")
         self._planned = n_examples
+        self._keys = frozenset(range(n_examples)) | {SHARED}
 
     def query(self, x: np.ndarray, *, example: Hashable, account: int = 0) -> np.ndarray:
-        """Answer for each row of `x`, charging `example` and `account` one query per row evaluated.
+        """Answer for each row of `x`, all charged to `example` and `account`.
 
         Rows past the budget or the account's limit are never evaluated; the answers to the rows before them
-        travel on the `BudgetExhausted` or `AccountLimitReached` raised instead.
+        travel on the `BudgetExhausted` or `AccountLimitReached` raised instead (the account's limit when
+        another account could still ask some of them).
+        """
+        answers = self.query_rows(x, [example] * len(x), account=account)
+        evaluated = answers.values[answers.answered]
+        if answers.refused_by_account.any():
+            raise AccountLimitReached(account, self.policy.account_limit, evaluated)
+        if answers.over_budget.any():
+            raise BudgetExhausted(example, self.policy.budget, evaluated)
+        return evaluated
+
+    def query_rows(self, x: np.ndarray, examples: Sequence[Hashable], *, account: int = 0) -> Answers:
+        """Answer the rows of `x`, row i charged to `examples[i]` and to `account`.
+
+        Each example's rows are answered in order up to its allowance; of those, the account answers up to
+        its quota for the window, in row order. No other row is evaluated. Shared queries (`SHARED`) travel
+        alone: their allowance depends on every example's.
         """
         x = self._check_inputs(x)
+        examples = list(examples)
+        if len(examples) != len(x):
+            raise ValueError(f"{len(x)} rows but {len(examples)} example keys: each row is charged to one example")
         if not 0 <= account < self.policy.accounts:
             raise ValueError(f"account {account} does not exist: the attacker holds {self.policy.accounts}")
+        order = list(dict.fromkeys(examples))
+        for example in order:
+            if example not in self._keys:
+                raise ValueError(f"example key {example!r} was not planned: the Oracle answers only planned examples")
+        if SHARED in order and len(order) > 1:
+            raise ValueError("shared queries travel alone: their allowance depends on every example's")
         self._roll_window(account)
-        by_budget = self.allowance(example)
-        by_account = self.policy.account_allowance(self._window_used[account])
-        n_evaluated = min(len(x), by_budget, by_account)
-        answers = self._answer(x[:n_evaluated])
-        self._charge(example, account, len(x), n_evaluated)
-        if n_evaluated < len(x):
-            if by_budget <= by_account:
-                self._exhausted.add(example)
-                raise BudgetExhausted(example, self.policy.budget, answers)
-            raise AccountLimitReached(account, self.policy.account_limit, answers)
-        return answers
+        allowance = {example: self.allowance(example) for example in order}
+        within_budget = np.zeros(len(x), dtype=bool)
+        taken: Counter = Counter()
+        for i, example in enumerate(examples):
+            if taken[example] < allowance[example]:
+                within_budget[i] = True
+                taken[example] += 1
+        quota = self.policy.account_allowance(self._window_used[account])
+        answered = within_budget & (np.cumsum(within_budget) <= quota)
+        label = self.policy.output == Output.LABEL
+        values = np.zeros((len(x),) if label else (len(x), self.n_classes), dtype=np.int64 if label else np.float32)
+        if answered.any():
+            values[answered] = self._answer(x[answered])
+        keys = np.array(examples, dtype=object)
+        for example in order:
+            mine = keys == example
+            self._charge(example, account, int(mine.sum()), int((mine & answered).sum()))
+            if (mine & ~within_budget).any() and not (mine & within_budget & ~answered).any():
+                self._exhausted.add(example)  # its budget is spent, not merely the account's quota
+        return Answers(values, answered, ~within_budget)
 
     def queries(self, example: Hashable) -> int:
         return self._used[example]
@@ -149,6 +208,8 @@ class Oracle:
         x = np.asarray(x, dtype=np.float32)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"query shape {x.shape[1:]} does not match the judge's input shape {self.input_shape}")
+        if x.size and not np.isfinite(x).all():
+            raise ValueError("query inputs must be finite: NaN or infinite values are refused")
         if x.size and (x.min() < 0.0 or x.max() > 1.0):
             raise ValueError("query inputs must lie in [0, 1]")
         return x

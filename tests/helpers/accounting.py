@@ -38,19 +38,45 @@ class RowCounter:
         self.handle.remove()
 
 
+PLANNED = 64
+"""Examples a test's attack may charge (keys 0..63): the Oracle answers only planned keys."""
+
+
 def make_oracle(
-    judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden", **limits
+    judge,
+    data: Dataset,
+    *,
+    output: str = "label",
+    budget=None,
+    weights: str = "hidden",
+    planned: int | None = PLANNED,
+    **limits,
 ) -> Oracle:
-    """The judge behind AccessPolicy(weights, output, budget, **limits), shaped like `data`."""
+    """The judge behind AccessPolicy(weights, output, budget, **limits), shaped like `data`, with `planned`
+    examples planned (None: the test plans them itself)."""
     policy = AccessPolicy(weights, output, budget, **limits)
-    return Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
+    oracle = Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
+    if planned is not None:
+        oracle.plan(planned)
+    return oracle
 
 
 def make_client(
-    judge, data: Dataset, *, output: str = "label", budget=None, weights: str = "hidden", **limits
+    judge,
+    data: Dataset,
+    *,
+    output: str = "label",
+    budget=None,
+    weights: str = "hidden",
+    planned: int | None = PLANNED,
+    **limits,
 ) -> AttackerClient:
     """An attacker's client for `make_oracle(...)` with the same arguments."""
-    return AttackerClient(make_oracle(judge, data, output=output, budget=budget, weights=weights, **limits))
+    oracle = make_oracle(judge, data, output=output, budget=budget, weights=weights, planned=None, **limits)
+    client = AttackerClient(oracle)
+    if planned is not None:
+        client.plan(planned)
+    return client
 
 
 def attackable(judge, data: Dataset, first: int, keep: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,14 +15,7 @@ GAVEL = str(Path(sys.executable).with_name("gavel"))
 
 
 def gavel(tmp_path, *args, timeout=600):
-    # The CLI trains under torch's default thread count: its models live apart from the in-process tests'
-    # (one thread), whose exact numbers some tests depend on (judges trained under other thread counts can
-    # differ in their last bits).
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "GAVEL_CACHE_DIR": os.environ["GAVEL_CACHE_DIR"] + "-cli",
-    }
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     done = subprocess.run(
         [GAVEL, "run", *args, f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,

@@ -48,6 +48,7 @@ def judge() -> nn.Module:
 
 
 def oracle_for(policy: AccessPolicy) -> Oracle:
+    """Unplanned: each test plans its examples through the client."""
     return Oracle(judge(), policy, input_shape=(1, 2, 2), n_classes=3)
 
 
@@ -147,8 +148,9 @@ def test_an_unlimited_budget_is_infinite_for_the_oracle_and_none_for_the_attacke
     policy = AccessPolicy("hidden", "label", None)
     oracle = oracle_for(policy)
     client = AttackerClient(oracle)
+    client.plan(1)
     client.query(inputs(7), example=0)
-    assert oracle.allowance(0) == math.inf == policy.allowance(0, used_so_far(client, [0]), None)
+    assert oracle.allowance(0) == math.inf == policy.allowance(0, used_so_far(client, [0]), 1)
     assert client.budget_left(0) is None and client.budget_left(SHARED) is None
     assert client.quota_left() is None and client.label_allowance(50, reserve=10) == 50
 
@@ -163,6 +165,7 @@ def test_the_attacker_client_never_hands_out_the_oracle_or_a_hidden_judge():
     with pytest.raises(AccessDenied, match="access.weights=hidden"):
         client.open_weights()
     # what it may read: the operator's published facts
+    client.plan(1)
     client.query(inputs(2), example=0)
     assert client.queries(0) == client.queries_total == oracle.queries_total == 2
     assert client.policy is oracle.policy and client.input_shape == (1, 2, 2) and client.n_classes == 3

@@ -19,8 +19,10 @@ from attacks.white_box.pgd import PGD
 from targets.access import AccessDenied, AttackerClient
 
 QUERY_ATTACKS = {
-    "square": (lambda: Square(eps=0.1, max_iter=200), "probabilities"),
-    "square_logits_no_reuse": (lambda: Square(eps=0.1, max_iter=60, reuse_answers=False), "logits"),
+    "square": (lambda: Square(eps=0.1, max_iter=200, backend="art"), "probabilities"),
+    "square_logits_no_reuse": (lambda: Square(eps=0.1, max_iter=60, reuse_answers=False, backend="art"), "logits"),
+    "square_gavel": (lambda: Square(eps=0.1, max_iter=200, backend="gavel"), "probabilities"),
+    "square_gavel_logits": (lambda: Square(eps=0.1, max_iter=60, backend="gavel"), "logits"),
     "hopskipjump": (lambda: HopSkipJump(eps=0.1, init_eval=10, max_eval=40), "label"),
     "hopskipjump_no_reuse": (lambda: HopSkipJump(eps=0.1, init_eval=10, max_eval=40, reuse_answers=False), "label"),
 }
@@ -56,8 +58,10 @@ SMALL_BUDGET = {"square": 20, "hopskipjump": 100}
 
 @pytest.mark.parametrize("name", ["square", "hopskipjump"])
 def test_a_larger_budget_replays_the_smaller_one(judge_and_data, name):
-    """Seeded per example, the attacker asks the same questions whatever its budget: success seen within
-    the small budget is seen at the same query with the large one."""
+    """Seeded per example, the library attacker asks the same questions whatever its budget: success seen
+    within the small budget is seen at the same query with the large one. (gavel's attacks plan their
+    schedule for the budget they have, so they ask other questions under another budget: see
+    `test_gavel_attacks_spend_every_budget_they_do_not_win_with`.)"""
     judge, data, x, y = judge_and_data
     make, output = QUERY_ATTACKS[name]
     small_client = make_client(judge, data, output=output, budget=SMALL_BUDGET[name])
@@ -72,8 +76,20 @@ def test_unlimited_budget_runs_to_the_attacks_own_limit(judge_and_data):
     judge, data, x, y = judge_and_data
     oracle = make_oracle(judge, data, output="probabilities")
     with RowCounter(judge) as counter:
-        result = Square(eps=0.1, max_iter=30).run(x, y, AttackerKit(client=AttackerClient(oracle)))
+        result = Square(eps=0.1, max_iter=30, backend="art").run(x, y, AttackerKit(client=AttackerClient(oracle)))
     assert counter.rows == oracle.queries_total == int(result.queries.sum())
+    assert not result.budget_exhausted.any()
+
+
+def test_gavel_attacks_without_a_budget_stop_at_their_own_cap(judge_and_data):
+    """No budget: each example runs to `max_queries`, the attacker's own cap, which is no refusal."""
+    judge, data, x, y = judge_and_data
+    oracle = make_oracle(judge, data, output="probabilities")
+    with RowCounter(judge) as counter:
+        result = Square(eps=0.1, max_iter=30, max_queries=45).run(x, y, AttackerKit(client=AttackerClient(oracle)))
+    assert counter.rows == oracle.queries_total == int(result.queries.sum())
+    unfooled = result.queries_to_success < 0
+    assert unfooled.any() and (result.queries[unfooled] == 45).all()
     assert not result.budget_exhausted.any()
 
 
@@ -109,3 +125,16 @@ def test_art_gradient_attacks_cannot_reach_a_hidden_judge_through_the_oracle(jud
     with pytest.raises((AccessDenied, EstimatorError)):  # ART refuses a black-box estimator up front
         FastGradientMethod(estimator, eps=0.1).generate(x[:1], y=np.eye(10)[y[:1]])
     assert oracle.queries_total == 0
+
+
+@pytest.mark.parametrize("name", ["square_gavel", "square_gavel_logits"])
+@pytest.mark.parametrize("budget", [1, 7, 50])
+def test_gavel_attacks_spend_every_budget_they_do_not_win_with(judge_and_data, name, budget):
+    """The budget binds: an example that was not fooled was given up only once its budget was spent."""
+    judge, data, x, y = judge_and_data
+    make, output = QUERY_ATTACKS[name]
+    result = make().run(x, y, AttackerKit(client=make_client(judge, data, output=output, budget=budget)))
+    unfooled = result.queries_to_success < 0
+    assert unfooled.any()
+    assert (result.queries[unfooled] == budget).all() and result.budget_exhausted[unfooled].all()
+    assert (result.queries[~unfooled] <= budget).all()

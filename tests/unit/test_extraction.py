@@ -37,7 +37,7 @@ def steal(client, method: str, label_budget: int, pool, **extraction):
 @pytest.mark.parametrize("method, extra", [("copycat", {}), ("knockoff", {}), ("jacobian", {"seed_size": 20})])
 def test_every_label_is_an_oracle_query_counted_exactly(setting, method, extra):
     data, judge = setting
-    oracle = make_oracle(judge, data)
+    oracle = make_oracle(judge, data, planned=None)
     client = AttackerClient(oracle)
     client.plan(10)
     with RowCounter(judge) as counter:
@@ -50,7 +50,7 @@ def test_every_label_is_an_oracle_query_counted_exactly(setting, method, extra):
 
 def test_labels_come_out_of_the_same_budget_as_the_attack(setting):
     data, judge = setting
-    oracle = make_oracle(judge, data, budget=3)
+    oracle = make_oracle(judge, data, budget=3, planned=None)
     client = AttackerClient(oracle)
     client.plan(10)  # 30 queries in all, 10 kept for the attack
     assert client.label_allowance(1000, reserve=10) == 20
@@ -61,7 +61,7 @@ def test_labels_come_out_of_the_same_budget_as_the_attack(setting):
 
 def test_labels_stay_within_the_accounts_quota(setting):
     data, judge = setting
-    oracle = make_oracle(judge, data, account_limit=25, accounts=2)
+    oracle = make_oracle(judge, data, account_limit=25, accounts=2, planned=None)
     client = AttackerClient(oracle)
     client.plan(10)
     _, bought = steal(client, "copycat", 1000, data.attacker)
@@ -71,7 +71,7 @@ def test_labels_stay_within_the_accounts_quota(setting):
 
 def test_nothing_left_to_buy_labels_with_is_an_error(setting):
     data, judge = setting
-    client = AttackerClient(make_oracle(judge, data, budget=1))
+    client = AttackerClient(make_oracle(judge, data, budget=1, planned=None))
     client.plan(10)
     with pytest.raises(RuntimeError, match="nothing left to buy labels"):
         steal(client, "copycat", 100, data.attacker)

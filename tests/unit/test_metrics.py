@@ -142,6 +142,7 @@ def test_time_and_cost_to_compromise_come_from_the_ledger():
     policy = AccessPolicy("hidden", "label", None, account_limit=4, accounts=3, rate=2.0, account_cost=5.0)
     oracle = Oracle(model, policy, input_shape=(1, 2, 2), n_classes=3)
     client = AttackerClient(oracle)
+    client.plan(2)
     client.query(np.zeros((6, 1, 2, 2), np.float32), example=0)  # accounts 0 (4 rows) and 1 (2 rows)
     client.query(np.zeros((3, 1, 2, 2), np.float32), example=1)  # account 1 (2 rows), then account 2
     r = result(np.zeros((2, 1, 2, 2)), [6, 3], to_success=[6, 1])

@@ -22,10 +22,16 @@ class CountingModel(nn.Module):
         return self.linear(x.flatten(1))
 
 
+PLANNED = 8
+"""Examples each test's Oracle plans for (keys 0..7): it answers no other key."""
+
+
 def make_oracle(output="logits", budget=None, weights="hidden", batch_size=256):
     model = CountingModel()
     policy = AccessPolicy(weights=weights, output=output, budget=budget)
-    return model, Oracle(model, policy, input_shape=(1, 4, 4), n_classes=5, batch_size=batch_size)
+    oracle = Oracle(model, policy, input_shape=(1, 4, 4), n_classes=5, batch_size=batch_size)
+    oracle.plan(PLANNED)
+    return model, oracle
 
 
 def inputs(n: int, seed: int = 0) -> np.ndarray:
@@ -45,22 +51,22 @@ def test_count_equals_rows_the_model_evaluated(output):
 
 def test_budget_is_never_exceeded_and_partial_batch_answers_only_rows_within_budget():
     model, oracle = make_oracle(output="label", budget=10)
-    oracle.query(inputs(4), example="a")
-    oracle.query(inputs(4, seed=1), example="a")
+    oracle.query(inputs(4), example=0)
+    oracle.query(inputs(4, seed=1), example=0)
     with pytest.raises(BudgetExhausted) as refused:
-        oracle.query(inputs(4, seed=2), example="a")
-    assert refused.value.example == "a"
+        oracle.query(inputs(4, seed=2), example=0)
+    assert refused.value.example == 0
     assert refused.value.answered.shape == (2,)  # the two rows still within budget were answered
     assert model.rows_evaluated == 10
-    assert oracle.queries("a") == 10 and oracle.exhausted("a")
+    assert oracle.queries(0) == 10 and oracle.exhausted(0)
 
     with pytest.raises(BudgetExhausted) as refused_again:
-        oracle.query(inputs(1), example="a")
+        oracle.query(inputs(1), example=0)
     assert refused_again.value.answered.shape == (0,)
     assert model.rows_evaluated == 10
 
-    oracle.query(inputs(10), example="b")  # budgets are per example
-    assert model.rows_evaluated == 20 and not oracle.exhausted("b")
+    oracle.query(inputs(10), example=1)  # budgets are per example
+    assert model.rows_evaluated == 20 and not oracle.exhausted(1)
 
 
 def test_budget_holds_under_random_batch_sizes():
@@ -92,12 +98,11 @@ def test_output_modes_reveal_only_what_the_policy_allows():
     model = CountingModel()
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()
-    answers = {
-        output: Oracle(model, AccessPolicy("hidden", output, None), input_shape=(1, 4, 4), n_classes=5).query(
-            x, example=0
-        )
-        for output in ("logits", "probabilities", "label")
-    }
+    answers = {}
+    for output in ("logits", "probabilities", "label"):
+        oracle = Oracle(model, AccessPolicy("hidden", output, None), input_shape=(1, 4, 4), n_classes=5)
+        oracle.plan(1)
+        answers[output] = oracle.query(x, example=0)
     np.testing.assert_allclose(answers["logits"], logits, rtol=1e-6)
     assert answers["logits"].dtype == np.float32
     np.testing.assert_allclose(answers["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
@@ -138,10 +143,13 @@ def test_policy_rejects_bad_values_naming_the_key(kwargs, match):
         AccessPolicy(**kwargs)
 
 
-def account_oracle(**policy):
+def account_oracle(plan: bool = True, **policy):
     model = CountingModel()
     base = {"weights": "hidden", "output": "label", "budget": None}
-    return model, Oracle(model, AccessPolicy(**{**base, **policy}), input_shape=(1, 4, 4), n_classes=5)
+    oracle = Oracle(model, AccessPolicy(**{**base, **policy}), input_shape=(1, 4, 4), n_classes=5)
+    if plan:
+        oracle.plan(PLANNED)
+    return model, oracle
 
 
 def test_account_limit_refuses_rows_past_it_and_accounts_are_separate():
@@ -176,8 +184,8 @@ def test_account_quota_resets_when_the_simulated_window_has_passed():
 
 
 def test_shared_queries_come_out_of_the_examples_budget():
-    model, oracle = account_oracle(budget=10)
-    with pytest.raises(RuntimeError, match="plan"):
+    model, oracle = account_oracle(plan=False, budget=10)
+    with pytest.raises(ValueError, match="not planned"):
         oracle.query(inputs(1), example=SHARED)
     oracle.plan(4)  # four examples: 40 queries in all
     oracle.query(inputs(12), example=SHARED)

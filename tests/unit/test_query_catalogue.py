@@ -67,7 +67,7 @@ def test_budget_is_never_exceeded_and_every_query_is_counted(judge_and_data, nam
 @pytest.mark.parametrize(
     "name, knobs",
     [
-        ("simba", {}),
+        ("simba", {"max_queries": 50}),
         ("zoo", {"max_iter": 4}),
         ("boundary", {"max_iter": 4}),
         ("geoda", {"max_iter": 300}),

@@ -1,0 +1,152 @@
+"""gavel's batched query engine: every example still in play advances in the same step.
+
+An attack proposes candidate rows for many examples at once (`ask`); the attacker's client sends them as one
+call, each row charged to its own example, and the engine reads the answers the way the attacker would: it
+sees when an answer shows the judge fooled within eps (that example leaves the batch, its input and the query
+count at which it was fooled recorded), and when a row was refused (its budget, or every account, is spent:
+the example leaves too). An example leaves only then, so an attack that keeps proposing spends each budget in
+full; with an unlimited budget `max_queries` caps each example so that a run always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attacks.base import AttackerKit, AttackResult, Goal, as_scores
+
+log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 0.5
+"""How often the progress line on a terminal is redrawn; elsewhere one line is logged when the attack ends."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answers to one `ask`, row by row, as tensors on the attack's device."""
+
+    scores: torch.Tensor
+    """[rows, classes]: the API's scores, or one-hot rows for a labels-only API; zeros where not answered."""
+    labels: torch.Tensor
+    """[rows]: the verdict each answer shows (-1 where not answered)."""
+    answered: torch.Tensor
+    """[rows] bool."""
+
+
+class QueryEngine:
+    def __init__(
+        self,
+        name: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        goal: Goal,
+        kit: AttackerKit,
+        *,
+        max_queries: int,
+        device: str = "cpu",
+    ) -> None:
+        self.name = name
+        self.client = kit.client
+        self.keys = kit.keys_for(len(x))
+        self.goal = goal
+        self.device = device
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+        self.n_classes = self.client.n_classes
+        self.x_adv = np.array(x, dtype=np.float32, copy=True)
+        self.queries_to_success = np.full(len(x), -1, dtype=np.int64)
+        self.spent = np.array([self.client.queries(key) for key in self.keys], dtype=np.int64)
+        allowed = [self.client.budget_left(key) for key in self.keys]
+        # What each example may still ask: its budget's remainder, or the attacker's own cap when unlimited.
+        self.budgeted = np.array([a is not None for a in allowed])
+        self.left = np.array([max_queries if a is None else a for a in allowed], dtype=np.int64)
+        self.done = self.left < 1
+        for i in np.flatnonzero(self.done & self.budgeted):
+            self.client.stop(self.keys[i])
+        self._last_report = time.monotonic()
+
+    @property
+    def active(self) -> np.ndarray:
+        """Indices of the examples still in play: not fooled, not refused, with queries left."""
+        return np.flatnonzero(~self.done)
+
+    def ask(self, rows: np.ndarray, candidates: torch.Tensor) -> Reply:
+        """One call for many examples: `candidates[k]` is charged to example `rows[k]`. Rows of one example
+        past what it may still ask are not sent (the engine knows the operator's rule); they come back
+        unanswered, as refused rows would."""
+        rows = np.asarray(rows, dtype=np.int64)
+        send = np.zeros(len(rows), dtype=bool)
+        taken: dict[int, int] = {}
+        for k, i in enumerate(rows):
+            if not self.done[i] and taken.get(i, 0) < self.left[i]:
+                send[k] = True
+                taken[i] = taken.get(i, 0) + 1
+        scores = torch.zeros(len(rows), self.n_classes, device=self.device)
+        labels = torch.full((len(rows),), -1, dtype=torch.int64, device=self.device)
+        answered = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
+        if send.any():
+            batch = candidates[torch.from_numpy(send).to(candidates.device)].clamp(0.0, 1.0)
+            sent_rows = rows[send]
+            reply = self.client.query_rows(batch.detach().cpu().numpy(), [self.keys[i] for i in sent_rows])
+            got = torch.from_numpy(as_scores(reply.values, self.n_classes)).to(self.device)
+            where = torch.from_numpy(np.flatnonzero(send)).to(self.device)
+            ok = torch.from_numpy(reply.answered).to(self.device)
+            scores[where[ok]] = got[ok]
+            labels[where[ok]] = got[ok].argmax(dim=1)
+            answered[where] = ok
+            self._read(sent_rows, batch, reply.answered, got.argmax(dim=1).cpu().numpy())
+        self._report()
+        return Reply(scores, labels, answered)
+
+    def _read(self, rows: np.ndarray, batch: torch.Tensor, answered: np.ndarray, labels: np.ndarray) -> None:
+        """What the attacker learns from a call: its spend, successes, and which examples were refused."""
+        within = self.goal.within(batch.cpu().numpy(), self.x[torch.from_numpy(rows).to(self.device)].cpu().numpy())
+        fooled = self.goal.fooled(labels, self.y.cpu().numpy()[rows]) & within & answered
+        for k, i in enumerate(rows):
+            if answered[k]:
+                self.spent[i] += 1
+                self.left[i] -= 1
+                if fooled[k] and self.queries_to_success[i] < 0:
+                    self.queries_to_success[i] = self.spent[i]
+                    self.x_adv[i] = batch[k].cpu().numpy()
+                    self.done[i] = True
+            else:
+                self.done[i] = True  # refused: its budget, or every account, is spent
+        spent = self.left < 1
+        self.done |= spent
+        for i in np.flatnonzero(spent & self.budgeted):
+            if self.queries_to_success[i] < 0:
+                self.client.stop(self.keys[i])  # given up at its budget (not at the attacker's own cap)
+
+    def keep(self, rows: np.ndarray, x_best: torch.Tensor) -> None:
+        """The attack's best input so far for examples not (yet) seen fooled: what is submitted if the budget
+        runs out (the evaluator re-checks it on the judge)."""
+        for k, i in enumerate(np.asarray(rows)):
+            if self.queries_to_success[i] < 0:
+                self.x_adv[i] = x_best[k].detach().cpu().numpy()
+
+    def result(self) -> AttackResult:
+        self._report(final=True)
+        return AttackResult.charged(self.client, self.keys, self.x_adv, self.queries_to_success)
+
+    def _report(self, final: bool = False) -> None:
+        """Examples fooled and queries spent: a line redrawn on a terminal, one logged line at the end."""
+        now = time.monotonic()
+        terminal = sys.stderr.isatty()
+        if not final and not (terminal and now - self._last_report >= PROGRESS_SECONDS):
+            return
+        self._last_report = now
+        fooled = int((self.queries_to_success > 0).sum())
+        line = (
+            f"{self.name}: {fooled} of {len(self.keys)} fooled, {int((~self.done).sum())} in play, "
+            f"{int(self.spent.sum())} queries spent"
+        )
+        if terminal:  # redrawn in place; the final count replaces it as a logged line
+            sys.stderr.write("\r\033[K" if final else f"\r{line}")
+            sys.stderr.flush()
+        if final:
+            log.info(line)

@@ -1,0 +1,88 @@
+"""Speed of the query attacks, as a ratio: an attack's wall time divided by the bare judge's time for the same
+number of rows at batch 256 (what the queries would cost with no attacker logic, Oracle or client at all).
+gavel's batched Square and HopSkipJump, and ART's own batched Square over the bare judge (no Oracle, no budget:
+the reference for what a library's batched loop costs). Printed, never asserted. Goal: <= 3 for gavel's.
+
+    python bench/query_engine.py [--n-examples 196] [--budget 1000] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from art.attacks.evasion import SquareAttack
+from fixtures import default_judge
+
+from attacks.adapters.art import pytorch_estimator
+from attacks.base import AttackerKit
+from attacks.query.hopskipjump import HopSkipJump
+from attacks.query.square import Square
+from targets.access import AccessPolicy, AttackerClient, Oracle
+from targets.training import predict_labels
+
+
+def bare_seconds(judge, x: np.ndarray, rows: int, batch: int = 256) -> float:
+    """The judge alone evaluating `rows` rows at batch 256."""
+    pool = torch.from_numpy(np.resize(x, (batch, *x.shape[1:])))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first in range(0, rows, batch):
+            judge(pool[: min(batch, rows - first)])
+    return time.perf_counter() - start
+
+
+def attack_seconds(judge, data, attack, output: str, x, y, budget: int) -> tuple[float, int, float]:
+    oracle = Oracle(judge, AccessPolicy("hidden", output, budget), input_shape=data.input_shape, n_classes=10)
+    client = AttackerClient(oracle)
+    client.plan(len(x))
+    start = time.perf_counter()
+    result = attack.run(x, y, AttackerKit(client=client))
+    seconds = time.perf_counter() - start
+    fooled = float((predict_labels(judge, result.x_adv) != y).mean())
+    return seconds, oracle.queries_total, fooled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-examples", type=int, default=196)
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    _, data, judge = default_judge()
+    right = predict_labels(judge, data.eval.x) == data.eval.y
+    x, y = data.eval.x[right][: args.n_examples], data.eval.y[right][: args.n_examples]
+    print(
+        f"query attacks on {len(x)} digits examples, budget {args.budget}, {torch.get_num_threads()} torch "
+        f"thread(s): attack time / bare judge time for the same rows at batch 256"
+    )
+    for name, attack, output in (
+        ("gavel Square L-inf", Square(eps=0.1, backend="gavel"), "probabilities"),
+        ("gavel HopSkipJump L-inf", HopSkipJump(eps=0.1, backend="gavel"), "label"),
+    ):
+        seconds, rows, fooled = attack_seconds(judge, data, attack, output, x, y, args.budget)
+        ratio = seconds / bare_seconds(judge, x, rows)
+        print(f"  {name:<26} {seconds:6.1f} s  {rows:8d} rows  ratio {ratio:5.1f}  (success {fooled:.3f})")
+    estimator = pytorch_estimator(judge, data.input_shape, 10)
+    art = SquareAttack(
+        estimator, norm=np.inf, eps=0.1, max_iter=args.budget, nb_restarts=1, batch_size=256, verbose=False
+    )
+    counted = {"rows": 0}
+    hook = judge.register_forward_hook(lambda m, i, o: counted.__setitem__("rows", counted["rows"] + len(i[0])))
+    start = time.perf_counter()
+    x_adv = art.generate(x, y=y)
+    seconds = time.perf_counter() - start
+    hook.remove()
+    ratio = seconds / bare_seconds(judge, x, counted["rows"])
+    fooled = float((predict_labels(judge, x_adv) != y).mean())
+    print(
+        f"  {'ART Square (batched, bare)':<26} {seconds:6.1f} s  {counted['rows']:8d} rows  ratio {ratio:5.1f}  "
+        f"(success {fooled:.3f}; {counted['rows'] / len(x):.0f} rows per example, no budget)"
+    )
+
+
+if __name__ == "__main__":
+    main()
