@@ -1,5 +1,6 @@
-"""gavel's batched score-based attacks added for issue 7 (Square L2, SimBA): exact accounting, budgets spent in
-full, every query within eps, and success at least close to their ART counterparts' at the same budget."""
+"""gavel's batched score-based attacks (Square L2, SimBA; Square L-inf in the agreement test too): exact
+accounting, budgets spent in full, every query within eps, and success at least close to their ART
+counterparts' at the same budget."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from helpers.accounting import RowCounter, attackable, make_oracle
 
 from attacks.base import AttackerKit
 from attacks.query.simba import SimBA
-from attacks.query.square import SquareL2
+from attacks.query.square import Square, SquareL2
 from targets.access import AttackerClient
 from targets.training import predict_labels
 
 # name -> (attack factory, API output)
 ATTACKS = {
+    "square": (lambda **k: Square(eps=0.1, **k), "probabilities"),
     "square_l2": (lambda **k: SquareL2(eps=1.0, **k), "probabilities"),
     "square_l2_logits": (lambda **k: SquareL2(eps=1.0, **k), "logits"),
     "simba": (lambda **k: SimBA(eps=0.1, **k), "probabilities"),
@@ -122,7 +124,7 @@ def test_square_l2_keeps_its_perturbation_on_the_sphere(judge_and_data):
     assert np.median(norms) > 0.4  # clipping at 0 and 1 takes some, not most
 
 
-@pytest.mark.parametrize("name, budget", [("simba", 250), ("square_l2", 200)])
+@pytest.mark.parametrize("name, budget", [("simba", 250), ("square_l2", 200), ("square", 200)])
 def test_gavel_succeeds_about_as_often_as_art(judge_and_data, name, budget):
     """Proves: at the same budget, gavel's batched attack fools the judge (re-checked on the judge) at least
     about as often as ART's: within 0.15 of ART's success rate on 40 examples."""
