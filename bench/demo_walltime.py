@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_SECONDS = 300
+TARGET_SECONDS = 45  # issue 7: make demo under 45 s on 2 cores after the install
 
 
 def timed_demo(workdir: Path, cache: Path) -> float:
@@ -39,7 +39,7 @@ def main() -> None:
             workdir.mkdir()
             seconds = timed_demo(workdir, cache)
             share = seconds / TARGET_SECONDS
-            print(f"demo wall time ({label} cache): {seconds:.1f} s = {share:.2f} of the 5-minute target")
+            print(f"demo wall time ({label} cache): {seconds:.1f} s = {share:.2f} of the {TARGET_SECONDS} s target")
 
 
 if __name__ == "__main__":
