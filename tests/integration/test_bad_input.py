@@ -4,18 +4,15 @@ nothing trained or recorded; and an error raised mid-run is never reported as a 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
+from helpers.cli import gavel_in_own_folder
 
 from experiments.config import compose_config
 from experiments.settings import RunSettings
 from experiments.validation import ConfigError, check_overrides
 
-GAVEL = str(Path(sys.executable).with_name("gavel"))
 EXTRACTED = ["attack=transfer_pgd", "access=hidden_label", "surrogate.knowledge=extracted"]
 
 # (command line, the start of the one line gavel must print after "gavel: ")
@@ -75,22 +72,6 @@ def test_a_bad_value_is_refused_in_one_line_naming_the_key(args, message):
     assert "\n" not in error
 
 
-def gavel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "GAVEL_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    return subprocess.run(
-        [GAVEL, "run", *args, f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 # One of each kind of refusal, through the real CLI: range, type, an inconsistent budget, removal, syntax, disk.
 CLI_SAMPLE = [
     (args, message)
@@ -104,7 +85,7 @@ CLI_SAMPLE = [
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", CLI_SAMPLE, ids=[" ".join(args) for args, _ in CLI_SAMPLE])
 def test_the_cli_exits_2_with_that_line_and_nothing_trained_or_recorded(tmp_path, args, message):
-    done = gavel(tmp_path, *args)
+    done = gavel_in_own_folder(tmp_path, *args)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [f"gavel: {refusal(args)}"]
     assert done.stderr.startswith(f"gavel: {message}")
@@ -114,7 +95,7 @@ def test_the_cli_exits_2_with_that_line_and_nothing_trained_or_recorded(tmp_path
 
 @pytest.mark.slow
 def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(tmp_path):
-    done = gavel(
+    done = gavel_in_own_folder(
         tmp_path,
         "attack=transfer_pgd",
         "access=hidden_label",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from helpers.cli import gavel_in_own_folder
 
 GAVEL = str(Path(sys.executable).with_name("gavel"))
 
@@ -125,22 +126,6 @@ def test_transfer_knowledge_preset_runs_and_tabulates_what_the_attacker_knew(tmp
     assert "surrogate.knowledge" in done.stdout and "surrogate.data_fraction" in done.stdout
 
 
-def run_gavel(args, tmp_path):
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "GAVEL_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    return subprocess.run(
-        [GAVEL, "run", *args, f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     "args, key",
     [
@@ -153,7 +138,7 @@ def run_gavel(args, tmp_path):
     ],
 )
 def test_cli_exits_nonzero_with_one_line_before_training_or_tracking(tmp_path, args, key):
-    done = run_gavel(args, tmp_path)
+    done = gavel_in_own_folder(tmp_path, *args, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gavel: ") and key in lines[0], done.stderr
