@@ -4,29 +4,17 @@ exits non-zero with one line, before anything is trained or recorded."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 from helpers.cli import gavel_in_own_folder
 
-GAVEL = str(Path(sys.executable).with_name("gavel"))
-
 
 def gavel(tmp_path, *args, timeout=600):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    done = subprocess.run(
-        [GAVEL, "run", *args, f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """A run that must succeed, on the test session's model cache; MLflow then reads its store."""
+    done = gavel_in_own_folder(tmp_path, *args, timeout=timeout, cache_dir=os.environ["GAVEL_CACHE_DIR"])
     assert done.returncode == 0, done.stderr[-3000:]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     return done
 
 
