@@ -130,8 +130,10 @@ class RunSettings:
         threads = top.integer("threads", minimum=1, optional=True, meaning="torch threads")
         experiment_name = top.text("experiment_name", meaning="a non-empty MLflow experiment name")
         access = read_access(top.child("access"))
-        surrogate = read_surrogate(top.child("surrogate"), data.name, access)
         attack = read_attack(top.child("attack"), seed, access, data.name)
+        surrogate = read_surrogate(
+            top.child("surrogate"), data.name, access, used=attack.instance.threat_model.surrogate
+        )
         defense = read_component(top.child("defense"), "defense", Defense)
         cache_dir = read_cache_dir(top)
         return cls(
@@ -215,7 +217,8 @@ def read_access(node: Node) -> AccessPolicy:
         raise ConfigError(str(error)) from None
 
 
-def read_surrogate(node: Node, dataset: DatasetName, access: AccessPolicy) -> SurrogateSpec:
+def read_surrogate(node: Node, dataset: DatasetName, access: AccessPolicy, used: bool) -> SurrogateSpec:
+    """`used`: whether the attack crafts on a surrogate; only then must its labels be affordable."""
     if node.has("members"):
         members_node = node.child("members")
         names = tuple(members_node.values)
@@ -236,7 +239,8 @@ def read_surrogate(node: Node, dataset: DatasetName, access: AccessPolicy) -> Su
                 "surrogate=ensemble with surrogate.knowledge=extracted: each member would buy its own labels; "
                 "allowed: an ensemble with leaked, same_distribution or proxy knowledge, or one extracted surrogate"
             )
-        _check_labels_can_be_bought(extraction, access)
+        if used:
+            _check_labels_can_be_bought(extraction, access)
     return SurrogateSpec(
         name=_name(node),
         members=members,
