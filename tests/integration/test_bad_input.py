@@ -114,3 +114,10 @@ def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(
     finally:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_a_surrogate_the_attack_does_not_use_is_not_held_to_its_labelling_budget():
+    """The extraction budget matters only where the attack crafts on a surrogate."""
+    args = ["attack=square", "access=hidden_probabilities", "access.budget=1", "surrogate.knowledge=extracted"]
+    check_overrides(args)
+    assert RunSettings.from_config(compose_config(args)).access.budget == 1
