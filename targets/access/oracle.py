@@ -83,6 +83,7 @@ class Oracle:
         self._window_used: Counter = Counter()
         self.clock = 0.0
         self.ledger: list[LedgerEntry] = []
+        self._ledger_of: dict[Hashable, list[LedgerEntry]] = {}  # the same entries, by example
 
     def plan(self, n_examples: int) -> None:
         """Declare how many examples the attack will attack: their keys are 0 .. n_examples - 1 (and `SHARED`
@@ -127,24 +128,27 @@ class Oracle:
         if SHARED in order and len(order) > 1:
             raise ValueError("shared queries travel alone: their allowance depends on every example's")
         self._roll_window(account)
-        allowance = {example: self.allowance(example) for example in order}
-        within_budget = np.zeros(len(x), dtype=bool)
-        taken: Counter = Counter()
-        for i, example in enumerate(examples):
-            if taken[example] < allowance[example]:
-                within_budget[i] = True
-                taken[example] += 1
+        # Each row's rank among its own example's rows, in row order, against that example's allowance.
+        index = {example: k for k, example in enumerate(order)}
+        codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=len(examples))
+        allowance = np.array([min(self.allowance(example), len(x)) for example in order], dtype=np.int64)
+        asked = np.bincount(codes, minlength=len(order))
+        first = np.cumsum(asked) - asked
+        rank = np.empty(len(x), dtype=np.int64)
+        rank[np.argsort(codes, kind="stable")] = np.arange(len(x)) - np.repeat(first, asked)
+        within_budget = rank < allowance[codes]
         quota = self.policy.account_allowance(self._window_used[account])
         answered = within_budget & (np.cumsum(within_budget) <= quota)
         label = self.policy.output == Output.LABEL
         values = np.zeros((len(x),) if label else (len(x), self.n_classes), dtype=np.int64 if label else np.float32)
         if answered.any():
             values[answered] = self._answer(x[answered])
-        keys = np.array(examples, dtype=object)
-        for example in order:
-            mine = keys == example
-            self._charge(example, account, int(mine.sum()), int((mine & answered).sum()))
-            if (mine & ~within_budget).any() and not (mine & within_budget & ~answered).any():
+        evaluated = np.bincount(codes[answered], minlength=len(order))
+        over = np.bincount(codes[~within_budget], minlength=len(order))
+        unasked = np.bincount(codes[within_budget & ~answered], minlength=len(order))
+        for k, example in enumerate(order):
+            self._charge(example, account, int(asked[k]), int(evaluated[k]))
+            if over[k] and not unasked[k]:
                 self._exhausted.add(example)  # its budget is spent, not merely the account's quota
         return Answers(values, answered, ~within_budget)
 
@@ -162,8 +166,8 @@ class Oracle:
     def rows(self, example: Hashable) -> list[tuple[int, float, float]]:
         """(account, start, end) in simulated seconds for each row evaluated for `example`, in order."""
         out = []
-        for entry in self.ledger:
-            if entry.example == example and entry.evaluated:
+        for entry in self._ledger_of.get(example, ()):
+            if entry.evaluated:
                 step = (entry.end - entry.start) / entry.evaluated
                 out += [
                     (entry.account, entry.start + step * i, entry.start + step * (i + 1))
@@ -202,7 +206,9 @@ class Oracle:
         if self.policy.rate is not None:
             self.clock += evaluated * 60.0 / self.policy.rate
         if requested:
-            self.ledger.append(LedgerEntry(example, account, requested, evaluated, start, self.clock))
+            entry = LedgerEntry(example, account, requested, evaluated, start, self.clock)
+            self.ledger.append(entry)
+            self._ledger_of.setdefault(example, []).append(entry)
 
     def _check_inputs(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
