@@ -8,15 +8,14 @@ the runner re-checks every adversarial input on the judge against the attack's `
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import ClassVar, Hashable, Sequence
+from typing import Any, ClassVar, Hashable, Sequence
 
 import numpy as np
 from torch import nn
 
-from attacks.params import NonNegativeInt
+from attacks.params import NonNegativeInt, declared_hyperparameters
 from targets.access import AccessPolicy, AttackerClient, ThreatModel
 from targets.datasets import Pool
 
@@ -159,17 +158,10 @@ class Attack(ABC):
         self.seed = int(seed)
 
     @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
-        """The hyperparameters a config may set: keyword-only parameters of `__init__` along the class
-        hierarchy (`seed` is the experiment's, not the attack's)."""
-        found: dict[str, inspect.Parameter] = {}
-        for klass in cls.__mro__:
-            if "__init__" not in vars(klass) or klass is object:
-                continue
-            for name, p in inspect.signature(klass.__init__).parameters.items():
-                if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
-                    found[name] = p
-        return found
+    def parameters(cls) -> dict[str, Any]:
+        """The hyperparameters a config may set, each with its declared type: keyword-only parameters of
+        `__init__` along the class hierarchy."""
+        return declared_hyperparameters(cls.__mro__)
 
     @property
     def goal(self) -> Goal:

@@ -4,9 +4,11 @@ reads the signature and checks every value's type and range before anything runs
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Iterable
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,20 @@ class Range:
         if low:
             return f">= {self.minimum:g}" if self.minimum is not None else f"> {self.above:g}"
         return f"<= {self.maximum:g}" if self.maximum is not None else f"< {self.below:g}"
+
+
+def declared_hyperparameters(classes: Iterable[type]) -> dict[str, Any]:
+    """Each keyword-only `__init__` parameter along `classes` and the type it is declared with, the first
+    declaration winning (`seed` is the experiment's, not a hyperparameter)."""
+    found: dict[str, Any] = {}
+    for klass in classes:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        hints = typing.get_type_hints(klass.__init__, include_extras=True)
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
+                found[name] = hints.get(name, Any)
+    return found
 
 
 PositiveInt = Annotated[int, Range(minimum=1)]

@@ -27,7 +27,7 @@ from attacks.params import Range
 from defenses.base import Defense
 from experiments.config import group_options
 from experiments.models import Knowledge, SurrogateSpec
-from experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, declared_types, hyperparameters
+from experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, hyperparameters
 from targets.access import AccessDenied, AccessPolicy
 from targets.datasets import PROXIES, DatasetName, DataSpec, PoolLimits, Split
 from targets.models import Architecture, ArchName
@@ -333,7 +333,6 @@ def _component_class(node: Node, group: str, base: type) -> type:
 
 def _hyperparameters(node: Node, group: str, option: str, cls: type, inherited: tuple[str, ...] = ()) -> dict[str, Any]:
     allowed = hyperparameters(cls)
-    hints = declared_types(cls)
     params = {}
     for key, value in node.values.items():
         if key in NOT_HYPERPARAMETERS:
@@ -343,7 +342,7 @@ def _hyperparameters(node: Node, group: str, option: str, cls: type, inherited: 
             owner = group.split(".")[0]
             raise ConfigError(f"{group}.{key}: not a parameter of {owner}={option}; allowed: {names}")
         if key != "eps":  # the norm decides eps's range (_check_eps)
-            check_hyperparameter(f"{group}.{key}", value, hints.get(key, Any))
+            check_hyperparameter(f"{group}.{key}", value, allowed[key])
         params[key] = value
     return params
 

@@ -8,7 +8,6 @@ value against the type an attack or defense declares in its `__init__` signature
 from __future__ import annotations
 
 import collections.abc
-import inspect
 import math
 import sys
 import types
@@ -21,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.params import Range
+from attacks.params import Range, declared_hyperparameters
 from experiments.config import GROUPS, compose_config, group_options
 
 SEED_MAX = 2**32 - 1
@@ -209,32 +208,10 @@ def _integer_words(minimum: int | None, maximum: int | None) -> str:
     return "an integer"
 
 
-def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:
-    """Keyword-only `__init__` parameters along `cls`'s hierarchy (its own `parameters()` where it has one;
-    `seed` is the experiment's)."""
-    if hasattr(cls, "parameters"):
-        return cls.parameters()
-    found: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass) and klass is not object:
-            for name, p in inspect.signature(klass.__init__).parameters.items():
-                if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
-                    found[name] = p
-    return found
-
-
-def declared_types(cls: type) -> dict[str, Any]:
-    """The type each hyperparameter of `cls` is declared with (the first declaration along the hierarchy)."""
-    hints: dict[str, Any] = {}
-    classes = list(cls.__mro__)
-    crafter = getattr(cls, "crafter_class", None)  # a transfer attack takes its crafter's hyperparameters
-    if crafter is not None:
-        classes += list(crafter.__mro__)
-    for klass in classes:
-        if "__init__" in vars(klass) and klass is not object:
-            for name, hint in typing.get_type_hints(klass.__init__, include_extras=True).items():
-                hints.setdefault(name, hint)
-    return hints
+def hyperparameters(cls: type) -> dict[str, Any]:
+    """The hyperparameters of an attack or defense class, each with its declared type (an attack's own
+    `parameters()`, which a transfer attack extends with its crafter's)."""
+    return cls.parameters() if hasattr(cls, "parameters") else declared_hyperparameters(cls.__mro__)
 
 
 def check_hyperparameter(key: str, value, hint) -> None:

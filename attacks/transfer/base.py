@@ -7,8 +7,7 @@ hyperparameters) and runs the crafter's `craft` on the surrogate, or on a view o
 
 from __future__ import annotations
 
-import inspect
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -58,7 +57,7 @@ class TransferAttack(Attack):
         )
 
     @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
+    def parameters(cls) -> dict[str, Any]:
         return {**cls.crafter_class.parameters(), **super().parameters()}
 
     def crafting_model(self, surrogate: nn.Module) -> nn.Module:
