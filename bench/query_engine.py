@@ -1,5 +1,7 @@
 """Speed of the query attacks, as a ratio: an attack's wall time divided by the bare judge's time for the same
-number of rows at batch 256 (what the queries would cost with no attacker logic, Oracle or client at all).
+number of rows at batch 256 (what the queries would cost with no attacker logic, Oracle or client at all). The
+bare judge is the judge as the Oracle serves it (channels-last memory format, set in place when the first Oracle
+is built), so the ratio measures the attack's and the accounting's overhead, not the memory layout.
 gavel's batched Square and HopSkipJump, and ART's own batched Square over the bare judge (no Oracle, no budget:
 the reference for what a library's batched loop costs). Printed, never asserted. Goal: <= 3 for gavel's.
 

@@ -58,6 +58,15 @@ class LedgerEntry:
     end: float
 
 
+def _served(judge: nn.Module) -> nn.Module:
+    """The judge as the Oracle serves it: a network with 2-d convolutions is put, in place, in channels-last
+    memory format. Same function (logits agree to about 1e-6, the float rounding of another summation order),
+    about twice the rows per second on a CPU for the digits CNN (bench/query_engine.py)."""
+    if any(isinstance(module, nn.Conv2d) for module in judge.modules()):
+        judge.to(memory_format=torch.channels_last)
+    return judge
+
+
 class Oracle:
     def __init__(
         self,
@@ -69,7 +78,7 @@ class Oracle:
         batch_size: int = 256,
         device: str = "cpu",
     ) -> None:
-        self._judge = judge
+        self._judge = _served(judge)
         self.policy = policy
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
