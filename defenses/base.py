@@ -1,16 +1,54 @@
-"""The defense contract: a defense wraps the judge and keeps its interface (inputs in [0, 1], logits out)."""
+"""The defense contract: what the operator deploys in front of the judge.
+
+A defense is configured once (`conf/defense/<name>.yaml`: hyperparameters in `__init__`, checked at the config
+boundary), checked against the access policy and the attacker's threat model (`check`), and deployed on the
+judge with the operator's own resources (`deploy`) into a `Shield`: the model the Oracle evaluates, a filter on
+its answers, a detector on its queries. Its cost to honest users is measured by the runner, never assumed.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 from torch import nn
+
+from targets.access import AccessPolicy, Output, ThreatModel
+from targets.access.shield import Shield
+
+ALL_OUTPUTS = (Output.LOGITS, Output.PROBABILITIES, Output.LABEL)
+
+
+@dataclass(frozen=True)
+class OperatorKit:
+    """What the operator deploys a defense with: its own training data (to train an encoder, to set a
+    detector's threshold at a target false-positive rate), a seed, the device and the model cache."""
+
+    benign_x: np.ndarray
+    benign_y: np.ndarray
+    n_classes: int
+    seed: int
+    device: str = "cpu"
+    cache_dir: Path | None = None
 
 
 class Defense(ABC):
-    kind: ClassVar[str]  # none | access | preprocess | postprocess | training | ensemble
+    kind: ClassVar[str]
+    """none | output (output hiding) | detection (stateful detector with bans) | randomised | ..."""
+    outputs: ClassVar[tuple[Output, ...]] = ALL_OUTPUTS
+    """The API outputs (`access.output`) the defense applies to."""
+
+    def check(self, policy: AccessPolicy, threat_model: ThreatModel, name: str) -> None:
+        """Refuse (ValueError, one line naming the key and what is allowed) a deployment that cannot apply."""
+        if policy.output not in self.outputs:
+            allowed = ", ".join(o.value for o in self.outputs)
+            raise ValueError(
+                f"access.output={policy.output.value}: defense={name} does not apply to it; allowed: {allowed}"
+            )
 
     @abstractmethod
-    def apply(self, judge: nn.Module) -> nn.Module:
-        """The defended judge: what the Oracle answers with and what success is re-checked on."""
+    def deploy(self, judge: nn.Module, operator: OperatorKit) -> Shield:
+        """The shield around `judge`: what the Oracle evaluates, filters and watches."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from defenses.base import Defense
+from defenses.base import Defense, OperatorKit
+from targets.access.shield import Shield
 
 
 class NoDefense(Defense):
     kind = "none"
 
-    def apply(self, judge: nn.Module) -> nn.Module:
-        return judge
+    def deploy(self, judge: nn.Module, operator: OperatorKit) -> Shield:
+        return Shield(judge)

@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, AttackerKit, AttackResult
+from defenses.base import OperatorKit
 from experiments import tracking
 from experiments.figures import adversarial_grid
 from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
 from experiments.models import build_surrogate, cached_model
 from experiments.settings import Device, RunSettings
-from targets.access import SHARED, AttackerClient, Oracle
+from targets.access import SHARED, AttackerClient, Oracle, Shield
 from targets.datasets import Dataset, load_dataset
-from targets.training import predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,12 @@ def resolve_device(device: Device) -> str:
 
 @dataclass(frozen=True)
 class Provisioned:
-    """The operator's side, set up: the evaluation data, the defended judge, and the Oracle in front of it."""
+    """The operator's side, set up: the evaluation data, the judge as trained, the defense deployed around it
+    (its shield), and the Oracle in front. Verdicts are the Oracle's: what the operator's API returns."""
 
     data: Dataset
     judge: nn.Module
+    shield: Shield
     oracle: Oracle
     device: str
 
@@ -94,16 +96,18 @@ def provision(settings: RunSettings, data: Dataset) -> Provisioned:
     judge_model = cached_model(
         "judge", settings.target.model, data.judge, settings.seed, data, settings.cache_dir, device
     ).model
-    judge = settings.defense_instance.apply(judge_model)
+    operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, settings.seed, device, settings.cache_dir)
+    shield = settings.defense_instance.deploy(judge_model, operator)
     oracle = Oracle(
-        judge,
+        judge_model,
         settings.access,
         input_shape=data.input_shape,
         n_classes=data.n_classes,
         batch_size=settings.oracle_batch_size,
         device=device,
+        shield=shield,
     )
-    return Provisioned(data, judge, oracle, device)
+    return Provisioned(data, judge_model, shield, oracle, device)
 
 
 def select_examples(settings: RunSettings, provisioned: Provisioned, attack: Attack) -> Selection:
@@ -112,7 +116,7 @@ def select_examples(settings: RunSettings, provisioned: Provisioned, attack: Att
     data = provisioned.data
     n = min(settings.n_examples, len(data.eval))
     x, y = data.eval.x[:n], data.eval.y[:n]
-    initial = predict_labels(provisioned.judge, x, device=provisioned.device)
+    initial = provisioned.oracle.verdicts(x)
     attacked = initial == y
     if attack.targeted:
         attacked &= y != attack.target_class
@@ -154,14 +158,15 @@ def audit_ledger(oracle: Oracle, result: AttackResult) -> None:
 
 
 def evaluate_result(provisioned: Provisioned, selection: Selection, attack: Attack, result: AttackResult) -> Evaluation:
-    """Every adversarial input re-checked on the (defended) judge, never taken from the attack."""
+    """Every adversarial input re-checked by the operator's API (the defended verdict), never taken from the
+    attack."""
     return evaluate(
         index=np.arange(len(selection.y)),
         x=selection.x,
         y=selection.y,
         initial=selection.initial,
         attacked=selection.attacked,
-        final_attacked=predict_labels(provisioned.judge, result.x_adv, device=provisioned.device),
+        final_attacked=provisioned.oracle.verdicts(result.x_adv),
         result=result,
         goal=attack.goal,
         threat_model=attack.threat_model,

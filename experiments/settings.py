@@ -135,6 +135,10 @@ class RunSettings:
             top.child("surrogate"), data.name, access, used=attack.instance.threat_model.surrogate
         )
         defense = read_component(top.child("defense"), "defense", Defense)
+        try:
+            defense.instance.check(access, attack.instance.threat_model, defense.name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         cache_dir = read_cache_dir(top)
         return cls(
             experiment_name=experiment_name,

@@ -35,6 +35,9 @@ class Reply:
     """[rows]: the verdict each answer shows (-1 where not answered)."""
     answered: torch.Tensor
     """[rows] bool."""
+    rejected: torch.Tensor
+    """[rows] bool: rows the operator's detector flagged (charged, unanswered; the attacker's account was banned
+    and its next account takes over)."""
 
 
 class QueryEngine:
@@ -88,6 +91,7 @@ class QueryEngine:
         scores = torch.zeros(len(rows), self.n_classes, device=self.device)
         labels = torch.full((len(rows),), -1, dtype=torch.int64, device=self.device)
         answered = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
+        rejected = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         if send.any():
             batch = candidates[torch.from_numpy(send).to(candidates.device)].clamp(0.0, 1.0)
             sent_rows = rows[send]
@@ -98,16 +102,20 @@ class QueryEngine:
             scores[where[ok]] = got[ok]
             labels[where[ok]] = got[ok].argmax(dim=1)
             answered[where] = ok
-            self._read(sent_rows, batch, reply.answered, got.argmax(dim=1).cpu().numpy())
+            rejected[where] = torch.from_numpy(reply.rejected).to(self.device)
+            self._read(sent_rows, batch, reply.answered, reply.rejected, got.argmax(dim=1).cpu().numpy())
         self._report()
-        return Reply(scores, labels, answered)
+        return Reply(scores, labels, answered, rejected)
 
-    def _read(self, rows: np.ndarray, batch: torch.Tensor, answered: np.ndarray, labels: np.ndarray) -> None:
-        """What the attacker learns from a call: its spend, successes, and which examples were refused."""
+    def _read(
+        self, rows: np.ndarray, batch: torch.Tensor, answered: np.ndarray, rejected: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """What the attacker learns from a call: its spend, successes, which examples were refused, and which
+        rows the detector rejected (charged: the example stays in play on the attacker's next account)."""
         within = self.goal.within(batch.cpu().numpy(), self.x[torch.from_numpy(rows).to(self.device)].cpu().numpy())
         fooled = self.goal.fooled(labels, self.y.cpu().numpy()[rows]) & within & answered
         for k, i in enumerate(rows):
-            if answered[k]:
+            if answered[k] or rejected[k]:
                 self.spent[i] += 1
                 self.left[i] -= 1
                 if fooled[k] and self.queries_to_success[i] < 0:

@@ -199,6 +199,7 @@ class _BatchedRun:
         all_rows = np.concatenate([p[2] for p in parts])
         candidates = torch.cat([p[3] for p in parts]).clamp(0.0, 1.0)
         reply = self.engine.ask(all_rows, candidates)
+        self._answered = reply.answered
         index = torch.from_numpy(all_rows).to(self.dev)
         adversarial = self._adversarial(reply.labels, reply.answered, index)
         self._keep_closest(index, candidates, adversarial)
@@ -213,6 +214,7 @@ class _BatchedRun:
         for phase, rows, row_of_each, _, extra in parts:
             piece = slice(offset, offset + len(row_of_each))
             offset += len(row_of_each)
+            self._piece = piece
             read[phase](rows, candidates[piece], adversarial[piece], extra)
 
     def _keep_closest(self, index: torch.Tensor, candidates: torch.Tensor, adversarial: torch.Tensor) -> None:
@@ -344,7 +346,10 @@ class _BatchedRun:
         index = torch.from_numpy(rows).to(self.dev)
         view = (-1,) + (1,) * (self.x0.dim() - 1)
         directions = (probes - self.cur[index][local]) / self.delta[index][local].view(view)
-        sign = adversarial.float() * 2 - 1
+        # A probe the operator's detector rejected says nothing: it carries no weight in the estimate.
+        heard = self._answered[self._piece].float()
+        sign = (adversarial.float() * 2 - 1) * heard
+        counts = torch.zeros(len(rows), device=self.dev).index_add(0, local, heard).clamp_min(1.0)
         mean = torch.zeros(len(rows), device=self.dev).index_add(0, local, sign) / counts
         # baseline-subtracted; when every probe agrees, the mean direction (the authors' code)
         unanimous = (mean.abs() == 1.0)[local]

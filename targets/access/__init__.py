@@ -4,13 +4,16 @@ client. A black-box attacker holds a client, never the Oracle."""
 from targets.access.client import AttackerClient
 from targets.access.errors import (
     AccessDenied,
+    AccountBanned,
     AccountLimitReached,
     AccountsExhausted,
     BudgetExhausted,
     QueryRefused,
+    QueryRejected,
 )
-from targets.access.oracle import LedgerEntry, Oracle
+from targets.access.oracle import Answers, Detection, LedgerEntry, Oracle
 from targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from targets.access.shield import Detector, OutputFilter, Shield
 from targets.access.threat_model import (
     DECISION_BASED,
     HYBRID,
@@ -26,7 +29,14 @@ __all__ = [
     "SHARED",
     "AccessDenied",
     "AccessPolicy",
+    "AccountBanned",
     "AccountLimitReached",
+    "Answers",
+    "Detection",
+    "Detector",
+    "OutputFilter",
+    "QueryRejected",
+    "Shield",
     "AccountsExhausted",
     "AttackerClient",
     "BudgetExhausted",

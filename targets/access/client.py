@@ -13,7 +13,13 @@ from typing import Hashable, Sequence
 import numpy as np
 from torch import nn
 
-from targets.access.errors import AccountLimitReached, AccountsExhausted, BudgetExhausted
+from targets.access.errors import (
+    AccountBanned,
+    AccountLimitReached,
+    AccountsExhausted,
+    BudgetExhausted,
+    QueryRejected,
+)
 from targets.access.oracle import Answers, Oracle
 from targets.access.policy import SHARED, AccessPolicy, Output
 
@@ -96,36 +102,49 @@ class AttackerClient:
             try:
                 answered.append(self._oracle.query(x[done:], example=example, account=self.account))
                 return self._join(answered)
-            except AccountLimitReached as refused:
+            except (AccountLimitReached, AccountBanned) as refused:
                 answered.append(refused.answered)
                 done += len(refused.answered)
                 self.account += 1
+            except QueryRejected as refused:  # a library attack cannot read a rejection: it ends on this example
+                self.account += 1
+                self._stopped.add(example)
+                raise QueryRejected(example, refused.account, self._join([*answered, refused.answered])) from None
             except BudgetExhausted as refused:
                 self._stopped.add(example)
                 raise BudgetExhausted(example, refused.budget, self._join([*answered, refused.answered])) from None
 
     def query_rows(self, x: np.ndarray, examples: Sequence[Hashable]) -> Answers:
         """Ask about many examples' rows at once, row i charged to `examples[i]`. Rows the current account's
-        limit refuses are asked again with the next account; an example with a row refused by its budget, or
-        with rows left when every account is spent, is stopped."""
+        limit refuses, or refuses because the operator banned it, are asked again with the next account; an
+        example with a row refused by its budget, or with rows left when every account is spent, is stopped. A
+        row the detector rejected comes back rejected (charged, unanswered): what to do next is the attack's
+        call."""
         examples = list(examples)
         values = self._zeros(len(x))
         answered = np.zeros(len(x), dtype=bool)
         over_budget = np.zeros(len(x), dtype=bool)
+        rejected = np.zeros(len(x), dtype=bool)
+        banned = np.zeros(len(x), dtype=bool)
         pending = np.arange(len(x))
         while len(pending):
             if self.out_of_accounts:
                 self._stopped.update(examples[i] for i in pending)
+                banned[pending] = False  # what was last refused is now refused for want of accounts
                 break
             reply = self._oracle.query_rows(x[pending], [examples[i] for i in pending], account=self.account)
             values[pending[reply.answered]] = reply.values[reply.answered]
             answered[pending[reply.answered]] = True
             over_budget[pending[reply.over_budget]] = True
+            rejected[pending[reply.rejected]] = True
+            banned[pending[reply.banned]] = True
             self._stopped.update(examples[i] for i in pending[reply.over_budget])
-            pending = pending[reply.refused_by_account]
-            if len(pending):
-                self.account += 1
-        return Answers(values, answered, over_budget)
+            retry = reply.refused_by_account | reply.banned
+            pending = pending[retry]
+            if len(pending) or reply.rejected.any():
+                self.account += 1  # this account's quota is spent, or the operator banned it
+            banned[pending] = False  # asked again: the final reply says what became of it
+        return Answers(values, answered, over_budget, rejected=rejected, banned=banned)
 
     def stop(self, example: Hashable) -> None:
         """Record that the attack on `example` ended without a query: no account was left to ask with."""

@@ -36,5 +36,24 @@ class AccountLimitReached(QueryRefused):
         self.account = account
 
 
+class QueryRejected(QueryRefused):
+    """The operator's detector flagged a query: it was charged, not answered, and the account is banned."""
+
+    def __init__(self, example: Hashable, account: int, answered: np.ndarray) -> None:
+        super().__init__(
+            f"a query for example {example!r} was flagged by the detector: account {account} banned", answered
+        )
+        self.example = example
+        self.account = account
+
+
+class AccountBanned(QueryRefused):
+    """The account is banned: its rows were refused, never charged; another account may ask them."""
+
+    def __init__(self, account: int, answered: np.ndarray) -> None:
+        super().__init__(f"account {account} is banned", answered)
+        self.account = account
+
+
 class AccountsExhausted(QueryRefused):
     """Every account the attacker holds has reached its limit."""

@@ -10,23 +10,38 @@ evaluates a row past either:
 - the operator's rate limit: `access.account_limit` queries per account per `access.window` hours.
 
 It accepts only the example keys the attack planned (`plan`), and only finite inputs in [0, 1] of the judge's
-shape. Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds
-apart, one after another; the ledger records when each call started and ended. The Oracle speaks numpy
-in and numpy out, so it can later sit behind an HTTP API unchanged.
+shape.
+
+The operator's shield (`targets.access.shield.Shield`) sits inside: the model it evaluates (the judge, or the
+judge wrapped by a defense), a filter on every answer, and a stateful detector. Rows within the limits are shown
+to the detector in order; the first row it flags is rejected (charged to its example and the account's quota,
+as the query was made, but never evaluated) and its account is banned. A banned account's rows are refused:
+counted in the ledger, never charged, never evaluated.
+
+Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds apart,
+one after another; the ledger records when each call started and ended. The Oracle speaks numpy in and numpy
+out, so it can later sit behind an HTTP API unchanged.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from targets.access.errors import AccessDenied, AccountLimitReached, BudgetExhausted
+from targets.access.errors import (
+    AccessDenied,
+    AccountBanned,
+    AccountLimitReached,
+    BudgetExhausted,
+    QueryRejected,
+)
 from targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from targets.access.shield import Shield
 
 
 @dataclass(frozen=True)
@@ -38,17 +53,28 @@ class Answers:
     answered: np.ndarray
     """Which rows were evaluated (and charged)."""
     over_budget: np.ndarray
-    """Which rows were refused because their example's budget was spent. A row neither answered nor over
-    budget was refused by the account's limit: another account may ask it."""
+    """Which rows were refused because their example's budget was spent."""
+    rejected: np.ndarray = field(default=None)  # type: ignore[assignment]
+    """Which rows the detector flagged: charged to their example, never evaluated (the account is banned)."""
+    banned: np.ndarray = field(default=None)  # type: ignore[assignment]
+    """Which rows were refused because their account is banned: not charged; another account may ask them."""
+
+    def __post_init__(self) -> None:
+        for name in ("rejected", "banned"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.answered), dtype=bool))
 
     @property
     def refused_by_account(self) -> np.ndarray:
-        return ~self.answered & ~self.over_budget
+        """Rows refused by the account's quota for the window: another account may ask them."""
+        return ~self.answered & ~self.over_budget & ~self.rejected & ~self.banned
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One call: rows asked for, rows evaluated, by which account, and when (simulated seconds)."""
+    """One call's rows of one example: asked for, evaluated, rejected by the detector (charged, not evaluated),
+    refused because the account was banned (neither), by which account, in which call, and when (simulated
+    seconds)."""
 
     example: Hashable
     account: int
@@ -56,6 +82,21 @@ class LedgerEntry:
     evaluated: int
     start: float
     end: float
+    rejected: int = 0
+    banned: int = 0
+    call: int = 0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A query the detector flagged: the account it banned, the example it was charged to, that example's
+    query count with it, the call, and when (simulated seconds)."""
+
+    account: int
+    example: Hashable
+    query: int
+    call: int
+    time: float
 
 
 def _served(judge: nn.Module) -> nn.Module:
@@ -77,8 +118,22 @@ class Oracle:
         n_classes: int,
         batch_size: int = 256,
         device: str = "cpu",
+        shield: Shield | None = None,
     ) -> None:
-        self._judge = _served(judge)
+        shield = shield or Shield(judge)
+        if shield.output_filter is not None and policy.output == Output.LOGITS:
+            raise ValueError(
+                "access.output=logits: an output filter acts on probabilities; allowed: probabilities, label"
+            )
+        self._judge = judge
+        self._model = _served(shield.model)
+        self._output_filter = shield.output_filter
+        self._detector = shield.detector
+        self.banned: set[int] = set()
+        self.detections: list[Detection] = []
+        self.screened_scores: list[np.ndarray] = []
+        """The detector's score of every row it screened, call by call (for its ROC against benign traffic)."""
+        self._calls = 0
         self.policy = policy
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
@@ -107,10 +162,15 @@ class Oracle:
 
         Rows past the budget or the account's limit are never evaluated; the answers to the rows before them
         travel on the `BudgetExhausted` or `AccountLimitReached` raised instead (the account's limit when
-        another account could still ask some of them).
+        another account could still ask some of them); likewise `QueryRejected` when the detector flagged a
+        row, and `AccountBanned` when the account was banned before the call.
         """
         answers = self.query_rows(x, [example] * len(x), account=account)
         evaluated = answers.values[answers.answered]
+        if answers.rejected.any():
+            raise QueryRejected(example, account, evaluated)
+        if answers.banned.any():
+            raise AccountBanned(account, evaluated)
         if answers.refused_by_account.any():
             raise AccountLimitReached(account, self.policy.account_limit, evaluated)
         if answers.over_budget.any():
@@ -137,29 +197,63 @@ class Oracle:
         if SHARED in order and len(order) > 1:
             raise ValueError("shared queries travel alone: their allowance depends on every example's")
         self._roll_window(account)
+        self._calls += 1
+        n = len(x)
+        if account in self.banned:  # refused unseen, uncharged: the account no longer exists for the operator
+            banned = np.ones(n, dtype=bool)
+            for example in order:
+                self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
+            return Answers(self._blank(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), banned=banned)
         # Each row's rank among its own example's rows, in row order, against that example's allowance.
         index = {example: k for k, example in enumerate(order)}
-        codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=len(examples))
-        allowance = np.array([min(self.allowance(example), len(x)) for example in order], dtype=np.int64)
+        codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=n)
+        allowance = np.array([min(self.allowance(example), n) for example in order], dtype=np.int64)
         asked = np.bincount(codes, minlength=len(order))
         first = np.cumsum(asked) - asked
-        rank = np.empty(len(x), dtype=np.int64)
-        rank[np.argsort(codes, kind="stable")] = np.arange(len(x)) - np.repeat(first, asked)
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(codes, kind="stable")] = np.arange(n) - np.repeat(first, asked)
         within_budget = rank < allowance[codes]
         quota = self.policy.account_allowance(self._window_used[account])
-        answered = within_budget & (np.cumsum(within_budget) <= quota)
-        label = self.policy.output == Output.LABEL
-        values = np.zeros((len(x),) if label else (len(x), self.n_classes), dtype=np.int64 if label else np.float32)
+        admitted = within_budget & (np.cumsum(within_budget) <= quota)
+        rejected, banned = self._screen(x, admitted, account)
+        answered = admitted & ~rejected & ~banned
+        values = self._blank(n)
         if answered.any():
             values[answered] = self._answer(x[answered])
-        evaluated = np.bincount(codes[answered], minlength=len(order))
-        over = np.bincount(codes[~within_budget], minlength=len(order))
-        unasked = np.bincount(codes[within_budget & ~answered], minlength=len(order))
+        count = lambda mask: np.bincount(codes[mask], minlength=len(order))  # noqa: E731
+        evaluated, refused, banned_rows = count(answered), count(rejected), count(banned)
+        over, unasked = count(~within_budget), count(within_budget & ~admitted)
         for k, example in enumerate(order):
-            self._charge(example, account, int(asked[k]), int(evaluated[k]))
+            self._charge(
+                example, account, int(asked[k]), int(evaluated[k]), rejected=int(refused[k]), banned=int(banned_rows[k])
+            )
             if over[k] and not unasked[k]:
                 self._exhausted.add(example)  # its budget is spent, not merely the account's quota
-        return Answers(values, answered, ~within_budget)
+        if rejected.any():
+            row = int(np.flatnonzero(rejected)[0])
+            example = examples[row]
+            self.banned.add(account)
+            self.detections.append(Detection(account, example, self._used[example], self._calls, self.clock))
+        return Answers(values, answered, ~within_budget, rejected=rejected, banned=banned)
+
+    def _screen(self, x: np.ndarray, admitted: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
+        """The detector's look at the admitted rows, in order: (the flagged row, the rows after it), as masks."""
+        rejected = np.zeros(len(x), dtype=bool)
+        banned = np.zeros(len(x), dtype=bool)
+        if self._detector is None or not admitted.any():
+            return rejected, banned
+        rows = np.flatnonzero(admitted)
+        flagged, scores = self._detector.screen(x[rows], account)
+        self.screened_scores.append(scores)
+        if flagged is not None:
+            rejected[rows[flagged]] = True
+            banned[rows[flagged + 1 :]] = True
+        return rejected, banned
+
+    def _blank(self, n: int) -> np.ndarray:
+        if self.policy.output == Output.LABEL:
+            return np.zeros((n,), dtype=np.int64)
+        return np.zeros((n, self.n_classes), dtype=np.float32)
 
     def queries(self, example: Hashable) -> int:
         return self._used[example]
@@ -170,18 +264,23 @@ class Oracle:
 
     @property
     def queries_total(self) -> int:
+        """Queries charged: rows evaluated plus rows the detector rejected."""
         return sum(self._used.values())
 
+    @property
+    def rows_evaluated(self) -> int:
+        """Rows the model evaluated for the attacker (its forward passes)."""
+        return sum(entry.evaluated for entry in self.ledger)
+
     def rows(self, example: Hashable) -> list[tuple[int, float, float]]:
-        """(account, start, end) in simulated seconds for each row evaluated for `example`, in order."""
+        """(account, start, end) in simulated seconds for each row charged to `example` (evaluated, or rejected
+        by the detector: a call's rejected row is the last its account was heard on), in order."""
         out = []
         for entry in self._ledger_of.get(example, ()):
-            if entry.evaluated:
-                step = (entry.end - entry.start) / entry.evaluated
-                out += [
-                    (entry.account, entry.start + step * i, entry.start + step * (i + 1))
-                    for i in range(entry.evaluated)
-                ]
+            charged = entry.evaluated + entry.rejected
+            if charged:
+                step = (entry.end - entry.start) / charged
+                out += [(entry.account, entry.start + step * i, entry.start + step * (i + 1)) for i in range(charged)]
         return out
 
     @property
@@ -189,13 +288,14 @@ class Oracle:
         return len({entry.account for entry in self.ledger if entry.evaluated})
 
     def open_weights(self) -> nn.Module:
-        """The judge itself, for white-box attacks: only when its weights are open."""
+        """The model the Oracle evaluates (the judge, or the judge inside a model defense), for white-box
+        attacks: only when its weights are open."""
         if self.policy.weights != Weights.OPEN:
             raise AccessDenied(
                 "access.weights=hidden: the judge's weights and gradients are not available; "
                 "use a black-box attack (transfer, score-based or decision-based) or access.weights=open"
             )
-        return self._judge
+        return self._model
 
     def allowance(self, example: Hashable) -> int | float:
         """What `example` may still be charged under the budget (`math.inf` when unlimited): the operator's
@@ -208,14 +308,19 @@ class Oracle:
             self._window_start[account] = self.clock
             self._window_used[account] = 0
 
-    def _charge(self, example: Hashable, account: int, requested: int, evaluated: int) -> None:
-        self._used[example] += evaluated
-        self._window_used[account] += evaluated
+    def _charge(
+        self, example: Hashable, account: int, requested: int, evaluated: int, rejected: int = 0, banned: int = 0
+    ) -> None:
+        charged = evaluated + rejected
+        self._used[example] += charged
+        self._window_used[account] += charged
         start = self.clock
         if self.policy.rate is not None:
-            self.clock += evaluated * 60.0 / self.policy.rate
+            self.clock += charged * 60.0 / self.policy.rate
         if requested:
-            entry = LedgerEntry(example, account, requested, evaluated, start, self.clock)
+            entry = LedgerEntry(
+                example, account, requested, evaluated, start, self.clock, rejected, banned, self._calls
+            )
             self.ledger.append(entry)
             self._ledger_of.setdefault(example, []).append(entry)
 
@@ -229,15 +334,31 @@ class Oracle:
             raise ValueError("query inputs must lie in [0, 1]")
         return x
 
-    @torch.no_grad()
+    def verdicts(self, x: np.ndarray) -> np.ndarray:
+        """The verdict the API returns for each row (its answer's arg-max, after the output filter): what the
+        operator's protocol acts on. The operator's own evaluation: not a query, not charged, not screened."""
+        return self._scores(self._check_inputs(x)).argmax(axis=1).astype(np.int64)
+
+    def served_scores(self, x: np.ndarray) -> np.ndarray:
+        """What the API's scores would be for each row (probabilities after the output filter, or logits with
+        no filter), for the operator's calibration figures; not a query."""
+        return self._scores(self._check_inputs(x))
+
     def _answer(self, x: np.ndarray) -> np.ndarray:
+        scores = self._scores(x)
+        if self.policy.output == Output.LABEL:
+            return scores.argmax(axis=1).astype(np.int64)
+        return scores
+
+    @torch.no_grad()
+    def _scores(self, x: np.ndarray) -> np.ndarray:
         logits = [
-            self._judge(torch.from_numpy(x[i : i + self._batch_size]).to(self._device)).float()
+            self._model(torch.from_numpy(x[i : i + self._batch_size]).to(self._device)).float()
             for i in range(0, len(x), self._batch_size)
         ]
         out = torch.cat(logits) if logits else torch.zeros(0, self.n_classes)
-        if self.policy.output == Output.LABEL:
-            return out.argmax(dim=1).cpu().numpy().astype(np.int64)
-        if self.policy.output == Output.PROBABILITIES:
-            out = torch.softmax(out, dim=1)
-        return out.cpu().numpy()
+        if self._output_filter is None:
+            if self.policy.output == Output.PROBABILITIES:
+                out = torch.softmax(out, dim=1)
+            return out.cpu().numpy()
+        return np.asarray(self._output_filter(torch.softmax(out, dim=1).cpu().numpy()), dtype=np.float32)

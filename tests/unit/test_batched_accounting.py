@@ -1,7 +1,7 @@
 """Batched queries: one call holds rows of many examples, and each example is still charged exactly.
 
-The judge here writes down which example every row it evaluates belongs to (the example's key is encoded in
-the row itself), so the Oracle's counts are checked against an independent count of what was evaluated.
+The judge (tests/helpers/tagging.py) writes down which example every row it evaluates belongs to, so the
+Oracle's counts are checked against an independent count of what was evaluated.
 """
 
 from __future__ import annotations
@@ -10,41 +10,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from targets.access import SHARED, AccessPolicy, AttackerClient, Oracle
-
-SHAPE = (1, 4, 4)
-N_CLASSES = 5
-
-
-class TaggingJudge(nn.Module):
-    """A fixed linear judge that records the example key written in pixel (0, 0, 0) of each row it evaluates."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = nn.Linear(16, N_CLASSES)
-        self.seen: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen += torch.round(x[:, 0, 0, 0] * 100).long().tolist()
-        return self.linear(x.flatten(1))
-
-
-def rows_for(keys, rng: np.random.Generator) -> np.ndarray:
-    x = rng.random((len(keys), *SHAPE), dtype=np.float32)
-    x[:, 0, 0, 0] = np.asarray(keys, dtype=np.float32) / 100
-    return x
-
-
-def oracle(planned: int = 4, **policy) -> tuple[TaggingJudge, Oracle]:
-    judge = TaggingJudge()
-    base = {"weights": "hidden", "output": "label", "budget": None}
-    made = Oracle(judge, AccessPolicy(**{**base, **policy}), input_shape=SHAPE, n_classes=N_CLASSES)
-    made.plan(planned)
-    return judge, made
+from targets.access import SHARED, AttackerClient
+from tests.helpers.tagging import oracle, rows_for
 
 
 def test_a_batch_charges_each_row_to_its_example_and_refuses_rows_past_a_budget():

@@ -1,0 +1,173 @@
+"""The operator's shield inside the Oracle: a detected query is rejected (charged, never evaluated) and bans
+its account; a banned account's queries are refused (counted, never charged, never evaluated); the client moves
+on to its next account; output filters change every answer and the operator's own verdicts alike.
+
+The judge writes down every row it evaluates (tests/helpers/tagging.py), so what the Oracle says it evaluated
+is checked against what the judge really saw."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from targets.access import AttackerClient
+from targets.access.shield import Detector, OutputFilter, Shield
+from tests.helpers.tagging import N_CLASSES, SHAPE, oracle, rows_for
+
+
+class MarkedRowDetector(Detector):
+    """Flags a row whose pixel (0, 0, 1) is above 0.5 (the test marks the rows it wants caught); stores every
+    row it is told to, per account."""
+
+    threshold = 0.5
+
+    def __init__(self) -> None:
+        self.history: dict[int, list[np.ndarray]] = {}
+
+    def scores(self, x: np.ndarray, account: int) -> np.ndarray:
+        return x[:, 0, 0, 1].astype(np.float64)
+
+    def remember(self, x: np.ndarray, account: int) -> None:
+        self.history.setdefault(account, []).extend(x)
+
+    def fresh(self) -> MarkedRowDetector:
+        return MarkedRowDetector()
+
+
+def marked(keys, suspicious, rng) -> np.ndarray:
+    x = rows_for(keys, rng)
+    x[:, 0, 0, 1] = np.where(np.asarray(suspicious, dtype=bool), 0.9, 0.1)
+    return x
+
+
+def detecting(detector: Detector):
+    return lambda judge: Shield(judge, detector=detector)
+
+
+def test_a_detected_row_is_charged_not_evaluated_and_bans_its_account():
+    detector = MarkedRowDetector()
+    judge, api = oracle(shield=detecting(detector), budget=10, accounts=2)
+    rng = np.random.default_rng(0)
+    keys = [0, 1, 0, 1, 2]
+    reply = api.query_rows(marked(keys, [0, 0, 1, 0, 0], rng), keys, account=0)
+    assert reply.answered.tolist() == [True, True, False, False, False]
+    assert reply.rejected.tolist() == [False, False, True, False, False]
+    assert reply.banned.tolist() == [False, False, False, True, True]
+    assert not reply.over_budget.any() and not reply.refused_by_account.any()
+    assert Counter(judge.seen) == {0: 1, 1: 1}
+    assert [api.queries(k) for k in range(3)] == [2, 1, 0]  # the rejected row is charged to example 0
+    assert api.rows_evaluated == 2 and api.queries_total == 3
+    assert api.banned == {0}
+    (detection,) = api.detections
+    assert (detection.account, detection.example, detection.query) == (0, 0, 2)
+    assert len(detector.history[0]) == 3  # rows after the flagged one were never seen by the detector
+
+    later = api.query_rows(marked([1, 2], [0, 0], rng), [1, 2], account=0)
+    assert later.banned.all() and not later.answered.any() and not later.rejected.any()
+    assert Counter(judge.seen) == {0: 1, 1: 1} and api.queries_total == 3
+    entry = api.ledger[-1]
+    assert (entry.requested, entry.evaluated, entry.rejected, entry.banned) == (1, 0, 0, 1)
+
+
+def test_the_client_moves_on_after_a_ban_and_stops_when_every_account_is_banned():
+    judge, api = oracle(shield=detecting(MarkedRowDetector()), budget=10, accounts=2)
+    client = AttackerClient(api)
+    rng = np.random.default_rng(1)
+    keys = [0, 1, 2, 3]
+    reply = client.query_rows(marked(keys, [0, 1, 0, 0], rng), keys)
+    # account 0 answers row 0 and is banned at row 1; account 1 answers rows 2 and 3 (asked again)
+    assert reply.answered.tolist() == [True, False, True, True]
+    assert reply.rejected.tolist() == [False, True, False, False]
+    assert client.account == 1 and not client.out_of_accounts
+    assert [e.account for e in api.ledger if e.evaluated] == [0, 1, 1]
+    reply = client.query_rows(marked([0, 1], [1, 0], rng), [0, 1])
+    assert reply.rejected.tolist() == [True, False] and not reply.answered.any()
+    assert client.out_of_accounts and client.stopped(1) and not client.stopped(0)
+    assert Counter(judge.seen) == {0: 1, 2: 1, 3: 1}
+    assert [api.queries(k) for k in range(4)] == [2, 1, 1, 1]
+    assert api.banned == {0, 1} and len(api.detections) == 2
+
+
+def test_rows_over_budget_or_quota_never_reach_the_detector():
+    detector = MarkedRowDetector()
+    judge, api = oracle(shield=detecting(detector), budget=2, account_limit=3, accounts=1)
+    rng = np.random.default_rng(2)
+    keys = [0, 0, 0, 1, 1]
+    reply = api.query_rows(marked(keys, [0, 0, 1, 0, 1], rng), keys, account=0)
+    # example 0's third row is over budget (refused before the detector), example 1's second over the quota
+    assert reply.over_budget.tolist() == [False, False, True, False, False]
+    assert reply.answered.tolist() == [True, True, False, True, False]
+    assert not reply.rejected.any() and not reply.banned.any() and api.banned == set()
+    assert len(detector.history[0]) == 3
+
+
+@pytest.mark.parametrize("trial", range(30))
+def test_random_traffic_with_a_detector_is_charged_and_evaluated_exactly(trial):
+    """Random batches, random marks, budgets, quotas and accounts: rows evaluated equal what the judge saw,
+    charges equal evaluated plus rejected, no banned account is ever answered, no limit is broken."""
+    rng = np.random.default_rng(100 + trial)
+    budget = None if rng.random() < 0.3 else int(rng.integers(1, 20))
+    limit = None if rng.random() < 0.3 else int(rng.integers(1, 30))
+    accounts = int(rng.integers(1, 5))
+    planned = int(rng.integers(1, 8))
+    judge, api = oracle(
+        planned, shield=detecting(MarkedRowDetector()), budget=budget, account_limit=limit, accounts=accounts
+    )
+    client = AttackerClient(api)
+    answered, rejected = Counter(), Counter()
+    for _ in range(int(rng.integers(1, 15))):
+        keys = rng.integers(0, planned, size=int(rng.integers(0, 25))).tolist()
+        reply = client.query_rows(marked(keys, rng.random(len(keys)) < 0.1, rng), keys)
+        assert not (reply.answered & reply.rejected).any()
+        answered.update(k for k, ok in zip(keys, reply.answered) if ok)
+        rejected.update(k for k, no in zip(keys, reply.rejected) if no)
+    seen = Counter(judge.seen)
+    for key in range(planned):
+        assert seen[key] == answered[key]
+        assert api.queries(key) == answered[key] + rejected[key]
+        assert budget is None or api.queries(key) <= budget
+    assert api.rows_evaluated == len(judge.seen) == sum(e.evaluated for e in api.ledger)
+    assert api.queries_total == sum(e.evaluated + e.rejected for e in api.ledger)
+    assert len(api.detections) == len(api.banned) == sum(rejected.values())
+    banned_in_call = {d.account: d.call for d in api.detections}
+    for entry in api.ledger:
+        if entry.call > banned_in_call.get(entry.account, entry.call):
+            assert entry.evaluated == 0 and entry.rejected == 0  # nothing after a ban
+    per_account = Counter()
+    for entry in api.ledger:
+        per_account[entry.account] += entry.evaluated + entry.rejected
+    assert limit is None or max(per_account.values(), default=0) <= limit
+
+
+class Halve(OutputFilter):
+    """Moves half of the top score's mass to the next class: changes the scores, and the verdict when the top
+    two are close."""
+
+    def __call__(self, probabilities: np.ndarray) -> np.ndarray:
+        out = probabilities.copy()
+        top = out.argmax(axis=1)
+        moved = out[np.arange(len(out)), top] / 2
+        out[np.arange(len(out)), top] -= moved
+        out[np.arange(len(out)), (top + 1) % out.shape[1]] += moved
+        return out
+
+
+@pytest.mark.parametrize("output", ["probabilities", "label"])
+def test_an_output_filter_changes_every_answer_and_the_operators_verdicts(output):
+    judge, api = oracle(shield=lambda j: Shield(j, output_filter=Halve()), output=output)
+    raw_judge, raw_api = oracle(output="probabilities")
+    rng = np.random.default_rng(3)
+    keys = [0, 1, 2, 3] * 5
+    x = rows_for(keys, rng)
+    raw = raw_api.query_rows(x, keys).values
+    expected = Halve()(raw)
+    got = api.query_rows(x, keys).values
+    if output == "label":
+        np.testing.assert_array_equal(got, expected.argmax(axis=1))
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_array_equal(api.verdicts(x), expected.argmax(axis=1))
+    assert api.queries_total == len(keys)  # the operator's own verdicts are not queries
+    assert got.shape[0] == len(keys) and SHAPE == x.shape[1:] and raw.shape[1] == N_CLASSES
