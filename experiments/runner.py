@@ -1,6 +1,7 @@
 """One job, in named stages:
 
-    provision (data, judge, defense, Oracle) -> select examples -> attack -> audit the ledger -> evaluate -> record
+    provision (data, judge, defense, Oracle) -> select examples -> attack -> audit the ledger -> evaluate
+        -> measure the operator's side (the defense's cost and catch) -> record
 
 Config errors are found before `run` (`RunSettings.from_config`); data that cannot be loaded stops the job
 before an MLflow run starts. Everything from the judge on happens inside the run, which ends FAILED if any
@@ -18,10 +19,11 @@ from torch import nn
 
 from attacks.base import Attack, AttackerKit, AttackResult
 from defenses.base import OperatorKit
-from experiments import tracking
+from experiments import operator_metrics, tracking
 from experiments.figures import adversarial_grid
 from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
 from experiments.models import build_surrogate, cached_model
+from experiments.operator_metrics import OperatorReport
 from experiments.settings import Device, RunSettings
 from targets.access import SHARED, AttackerClient, Oracle, Shield
 from targets.datasets import Dataset, load_dataset
@@ -73,7 +75,9 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
         evaluation = evaluate_result(provisioned, selection, attack, result)
-        record(evaluation, selection, result)
+        operator = measure_operator(settings, provisioned, selection)
+        evaluation.metrics.update(operator.metrics)
+        record(evaluation, selection, result, operator.figures)
     m = evaluation.metrics
     log.info(
         "%s: clean accuracy %.3f, attack success rate %.3f over %d attacked, robust accuracy %.3f, "
@@ -174,7 +178,24 @@ def evaluate_result(provisioned: Provisioned, selection: Selection, attack: Atta
     )
 
 
-def record(evaluation: Evaluation, selection: Selection, result: AttackResult) -> None:
+def measure_operator(settings: RunSettings, provisioned: Provisioned, selection: Selection) -> OperatorReport:
+    """The defense's cost to honest users and, with a detector, what it caught and its false positives on a
+    benign stream."""
+    return operator_metrics.measure(
+        provisioned.oracle,
+        provisioned.shield,
+        provisioned.judge,
+        provisioned.data,
+        selection.x,
+        selection.y,
+        n_attacked=int(selection.attacked.sum()),
+        n_examples=len(selection.y),
+        benign=settings.benign,
+        device=provisioned.device,
+    )
+
+
+def record(evaluation: Evaluation, selection: Selection, result: AttackResult, figures: dict) -> None:
     attacked = evaluation.per_example["attacked"]
     pe = evaluation.per_example
     grid = adversarial_grid(
@@ -185,4 +206,4 @@ def record(evaluation: Evaluation, selection: Selection, result: AttackResult) -
         pe["final_prediction"][attacked],
         pe["success"][attacked],
     )
-    tracking.log_evaluation(evaluation, per_example_csv(pe), grid)
+    tracking.log_evaluation(evaluation, per_example_csv(pe), {"adversarial_grid.png": grid, **figures})

@@ -25,6 +25,7 @@ from attacks.extraction import ExtractionSpec
 from attacks.extraction.base import METHODS
 from attacks.params import Range
 from defenses.base import Defense
+from defenses.benign import BenignMix, BenignStreamSpec
 from experiments.config import group_options
 from experiments.models import Knowledge, SurrogateSpec
 from experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, hyperparameters
@@ -78,6 +79,8 @@ class RunSettings:
     access: AccessPolicy
     attack: Component
     defense: Component
+    benign: BenignStreamSpec
+    """Honest traffic for a detector's false-positive rate."""
     resolved: Mapping[str, Any]
     """The resolved config as plain values, for MLflow's params and `config.yaml`."""
 
@@ -140,6 +143,7 @@ class RunSettings:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         cache_dir = read_cache_dir(top)
+        benign = read_benign(top.child("benign"))
         return cls(
             experiment_name=experiment_name,
             seed=seed,
@@ -154,8 +158,32 @@ class RunSettings:
             access=access,
             attack=attack,
             defense=defense,
+            benign=benign,
             resolved=MappingProxyType(resolved),
         )
+
+
+def read_benign(node: Node) -> BenignStreamSpec:
+    """The honest stream a detector is measured on (`benign`)."""
+    mix = node.child("mix")
+    fraction = Range(minimum=0, maximum=1)
+    try:
+        return BenignStreamSpec(
+            accounts=node.integer("accounts", minimum=1),
+            queries_per_account=node.integer("queries_per_account", minimum=1),
+            seed=node.integer("seed", minimum=0, maximum=SEED_MAX),
+            mix=BenignMix(
+                fresh=mix.number("fresh", fraction),
+                resubmit=mix.number("resubmit", fraction),
+                crop_shift=mix.number("crop_shift", fraction),
+                brightness=mix.number("brightness", fraction),
+                max_shift=mix.integer("max_shift", minimum=1, meaning="pixels"),
+                max_gain=mix.number("max_gain", Range(minimum=0, below=1)),
+                max_offset=mix.number("max_offset", Range(minimum=0, below=1)),
+            ),
+        )
+    except ValueError as error:  # the fractions must sum to 1
+        raise ConfigError(f"benign.mix: {error}; allowed: fractions >= 0 that sum to 1") from None
 
 
 def _name(node: Node) -> str:

@@ -78,10 +78,13 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         yield run
 
 
-def log_evaluation(evaluation, per_example_csv: str, figure) -> None:
+def log_evaluation(evaluation, per_example_csv: str, figures: dict) -> None:
+    """The run's metrics, its success-vs-queries curve, the per-example CSV, and its figures (artifact name ->
+    matplotlib figure)."""
     mlflow.log_metrics(evaluation.metrics)
     for step, rate in evaluation.success_curve:
         mlflow.log_metric("attack_success_rate_at_queries", rate, step=step)
     mlflow.log_text(per_example_csv, "per_example.csv")
-    mlflow.log_figure(figure, "adversarial_grid.png")
-    plt.close(figure)
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, name)
+        plt.close(figure)

@@ -23,9 +23,31 @@ TRAILING = (
     ("clean acc", "clean_accuracy"),
     ("attacked", "n_attacked"),
 )
+DEFENDED = (
+    ("flip rate", "flip_rate"),
+    ("ECE", "calibration_error"),
+)
+DETECTED = (
+    ("detected", "detection_rate"),
+    ("q to detect", "queries_to_detection_median"),
+    ("bans", "detections_total"),
+    ("FP/query", "false_positive_rate"),
+    ("FP/account", "false_positive_rate_accounts"),
+)
+"""Shown when a sweep has a defense: its cost to honest users; with a detector, what it caught and its false
+positives on the benign stream."""
 # Overrides the leading columns already show, or that name the sweep rather than vary within it.
-SHOWN_ELSEWHERE = {"attack", "attack.eps", "access", "access.budget", "access.output", "experiment", "experiment_name"}
-COUNTS = {"queries_median", "n_attacked"}
+SHOWN_ELSEWHERE = {
+    "attack",
+    "attack.eps",
+    "access",
+    "access.budget",
+    "access.output",
+    "defense",
+    "experiment",
+    "experiment_name",
+}
+COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total"}
 
 
 def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
@@ -42,6 +64,7 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
                 "status": run.info.status,
                 "threat_model": tags.get("threat_model", "?"),
                 "attack": tags.get("attack", "?"),
+                "defense": tags.get("defense", "none"),
                 "output": tags.get("access.output", "?"),
                 "budget": params.get("access.budget", "null"),
                 "eps": _eps(tags.get("norm"), params.get("attack.eps")),
@@ -60,11 +83,15 @@ def varying_overrides(rows: list[dict]) -> list[str]:
 
 def format_table(rows: list[dict]) -> str:
     extra = varying_overrides(rows)
-    headers = [h for h, _ in LEADING] + extra + [h for h, _ in TRAILING]
+    defended = any(row["defense"] != "none" for row in rows)
+    leading = LEADING + ((("defense", "defense"),) if defended else ())
+    trailing = TRAILING + (DEFENDED if defended else ())
+    trailing += DETECTED if any("detection_rate" in row for row in rows) else ()
+    headers = [h for h, _ in leading] + extra + [h for h, _ in trailing]
     body = [
-        [_cell(row, key) for _, key in LEADING]
+        [_cell(row, key) for _, key in leading]
         + [row["overrides"].get(key, "-") for key in extra]
-        + [_cell(row, key) for _, key in TRAILING]
+        + [_cell(row, key) for _, key in trailing]
         for row in rows
     ]
     cells = [headers] + body
@@ -80,6 +107,7 @@ def _order(row: dict):
         THREAT_ORDER.get(row["threat_model"], 9),
         row["attack"],
         math.inf if budget == "null" else int(budget),
+        row["defense"],
         [(key, _numeric_first(value)) for key, value in sorted(row["overrides"].items())],
     )
 

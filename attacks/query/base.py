@@ -17,6 +17,7 @@ import numpy as np
 from attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from attacks.base import Attack, AttackerKit, AttackResult
 from attacks.params import PositiveInt
+from attacks.query.engine import QueryEngine
 from targets.access import QueryRefused
 
 Backend = Literal["gavel", "art", "foolbox"]
@@ -46,11 +47,19 @@ class QueryAttack(Attack):
         reuse_answers: bool = True,
         backend: Backend | None = None,
         max_queries: PositiveInt = 10_000,
+        eot_samples: PositiveInt = 1,
         **common,
     ) -> None:
         super().__init__(eps=eps, **common)
         if backend is not None and backend not in self.backends:
             raise ValueError(f"attack.backend={backend!r}: allowed: {', '.join(self.backends)}")
+        if eot_samples > 1 and (backend or self.backends[0]) != "gavel":
+            raise ValueError(
+                f"attack.eot_samples={eot_samples}: a library backend asks once per point; allowed: 1, "
+                "or more with attack.backend=gavel"
+            )
+        self.eot_samples = eot_samples
+        """Answers asked for (and paid for) per point, averaged: against a judge that answers at random."""
         self.reuse_answers = reuse_answers
         self.backend = backend or self.backends[0]
         self.max_queries = max_queries
@@ -76,6 +85,12 @@ class QueryAttack(Attack):
         if self.backend == "gavel":
             return self.run_batched(x, y, kit)
         return self.run_library(x, y, kit)
+
+    def engine(self, name: str, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> QueryEngine:
+        """The batched engine this attack's gavel backend asks through."""
+        return QueryEngine(
+            name, x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device, eot_samples=self.eot_samples
+        )
 
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         """gavel's own batched implementation; attacks that list "gavel" in `backends` define it."""

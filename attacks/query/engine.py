@@ -51,8 +51,12 @@ class QueryEngine:
         *,
         max_queries: int,
         device: str = "cpu",
+        eot_samples: int = 1,
     ) -> None:
         self.name = name
+        self.eot_samples = eot_samples
+        """Answers asked for each candidate and averaged (expectation over transformation, against a judge that
+        answers at random); each is a charged query."""
         self.client = kit.client
         self.keys = kit.keys_for(len(x))
         self.goal = goal
@@ -67,7 +71,7 @@ class QueryEngine:
         # What each example may still ask: its budget's remainder, or the attacker's own cap when unlimited.
         self.budgeted = np.array([a is not None for a in allowed])
         self.left = np.array([max_queries if a is None else a for a in allowed], dtype=np.int64)
-        self.done = self.left < 1
+        self.done = self.left < self.eot_samples  # cannot pay for one more point
         for i in np.flatnonzero(self.done & self.budgeted):
             self.client.stop(self.keys[i])
         self._last_report = time.monotonic()
@@ -78,16 +82,18 @@ class QueryEngine:
         return np.flatnonzero(~self.done)
 
     def ask(self, rows: np.ndarray, candidates: torch.Tensor) -> Reply:
-        """One call for many examples: `candidates[k]` is charged to example `rows[k]`. Rows of one example
-        past what it may still ask are not sent (the engine knows the operator's rule); they come back
-        unanswered, as refused rows would."""
+        """One call for many examples: `candidates[k]` is charged to example `rows[k]`, `eot_samples` times
+        (its answers averaged: scores, or the labels' vote shares). A candidate whose example cannot pay for all
+        its repeats is not sent (the engine knows the operator's rule); it comes back unanswered, as a refused
+        row would."""
         rows = np.asarray(rows, dtype=np.int64)
+        repeats = self.eot_samples
         send = np.zeros(len(rows), dtype=bool)
         taken: dict[int, int] = {}
         for k, i in enumerate(rows):
-            if not self.done[i] and taken.get(i, 0) < self.left[i]:
+            if not self.done[i] and taken.get(i, 0) + repeats <= self.left[i]:
                 send[k] = True
-                taken[i] = taken.get(i, 0) + 1
+                taken[i] = taken.get(i, 0) + repeats
         scores = torch.zeros(len(rows), self.n_classes, device=self.device)
         labels = torch.full((len(rows),), -1, dtype=torch.int64, device=self.device)
         answered = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
@@ -95,36 +101,50 @@ class QueryEngine:
         if send.any():
             batch = candidates[torch.from_numpy(send).to(candidates.device)].clamp(0.0, 1.0)
             sent_rows = rows[send]
-            reply = self.client.query_rows(batch.detach().cpu().numpy(), [self.keys[i] for i in sent_rows])
+            asked = batch.repeat_interleave(repeats, dim=0) if repeats > 1 else batch
+            keys = [self.keys[i] for i in sent_rows for _ in range(repeats)]
+            reply = self.client.query_rows(asked.detach().cpu().numpy(), keys)
             got = torch.from_numpy(as_scores(reply.values, self.n_classes)).to(self.device)
+            heard = torch.from_numpy(reply.answered).to(self.device).view(-1, repeats)
+            flagged = torch.from_numpy(reply.rejected).to(self.device).view(-1, repeats)
+            summed = (got.view(-1, repeats, self.n_classes) * heard[..., None]).sum(dim=1)
+            mean = summed / heard.sum(dim=1, keepdim=True).clamp_min(1)
+            ok = heard.any(dim=1)
             where = torch.from_numpy(np.flatnonzero(send)).to(self.device)
-            ok = torch.from_numpy(reply.answered).to(self.device)
-            scores[where[ok]] = got[ok]
-            labels[where[ok]] = got[ok].argmax(dim=1)
+            scores[where[ok]] = mean[ok]
+            labels[where[ok]] = mean[ok].argmax(dim=1)
             answered[where] = ok
-            rejected[where] = torch.from_numpy(reply.rejected).to(self.device)
-            self._read(sent_rows, batch, reply.answered, reply.rejected, got.argmax(dim=1).cpu().numpy())
+            rejected[where] = flagged.any(dim=1)
+            charged = (heard | flagged).sum(dim=1).cpu().numpy()
+            refused = (~heard & ~flagged).any(dim=1).cpu().numpy()
+            self._read(sent_rows, batch, ok.cpu().numpy(), charged, refused, mean.argmax(dim=1).cpu().numpy())
         self._report()
         return Reply(scores, labels, answered, rejected)
 
     def _read(
-        self, rows: np.ndarray, batch: torch.Tensor, answered: np.ndarray, rejected: np.ndarray, labels: np.ndarray
+        self,
+        rows: np.ndarray,
+        batch: torch.Tensor,
+        answered: np.ndarray,
+        charged: np.ndarray,
+        refused: np.ndarray,
+        labels: np.ndarray,
     ) -> None:
-        """What the attacker learns from a call: its spend, successes, which examples were refused, and which
-        rows the detector rejected (charged: the example stays in play on the attacker's next account)."""
+        """What the attacker learns from a call: its spend (rows answered, and rows the detector rejected:
+        charged, while the example stays in play on the attacker's next account), its successes, and which
+        examples were refused (their budget, or every account, is spent)."""
         within = self.goal.within(batch.cpu().numpy(), self.x[torch.from_numpy(rows).to(self.device)].cpu().numpy())
         fooled = self.goal.fooled(labels, self.y.cpu().numpy()[rows]) & within & answered
         for k, i in enumerate(rows):
-            if answered[k] or rejected[k]:
-                self.spent[i] += 1
-                self.left[i] -= 1
-                if fooled[k] and self.queries_to_success[i] < 0:
-                    self.queries_to_success[i] = self.spent[i]
-                    self.x_adv[i] = batch[k].cpu().numpy()
-                    self.done[i] = True
-            else:
-                self.done[i] = True  # refused: its budget, or every account, is spent
-        spent = self.left < 1
+            self.spent[i] += charged[k]
+            self.left[i] -= charged[k]
+            if fooled[k] and self.queries_to_success[i] < 0:
+                self.queries_to_success[i] = self.spent[i]
+                self.x_adv[i] = batch[k].cpu().numpy()
+                self.done[i] = True
+            if refused[k]:
+                self.done[i] = True
+        spent = self.left < self.eot_samples
         self.done |= spent
         for i in np.flatnonzero(spent & self.budgeted):
             if self.queries_to_success[i] < 0:

@@ -100,7 +100,7 @@ class HopSkipJump(QueryAttack):
     # gavel's backend -------------------------------------------------------------------------------------
 
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
-        engine = QueryEngine("hopskipjump", x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device)
+        engine = self.engine("hopskipjump", x, y, kit)
         run = _BatchedRun(self, engine, kit)
         while len(active := engine.active):
             run.step(active)

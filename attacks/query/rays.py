@@ -23,7 +23,6 @@ import torch
 from attacks.base import AttackerKit, AttackResult
 from attacks.params import Range
 from attacks.query.base import QueryAttack
-from attacks.query.engine import QueryEngine
 from targets.access import DECISION_BASED
 
 
@@ -42,7 +41,7 @@ class RayS(QueryAttack):
         raise TypeError("RayS has no library backend: attack.backend=gavel")
 
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
-        engine = QueryEngine("rays", x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device)
+        engine = self.engine("rays", x, y, kit)
         x0 = engine.x.flatten(1)
         n, dims = x0.shape
         device = x0.device

@@ -22,7 +22,6 @@ from art.utils import to_categorical
 from attacks.base import AttackerKit, AttackResult
 from attacks.params import PositiveInt
 from attacks.query.base import QueryAttack
-from attacks.query.engine import QueryEngine
 from targets.access import SCORE_BASED
 
 
@@ -56,7 +55,7 @@ class SimBA(QueryAttack):
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         if self.eps <= 0:
             raise ValueError("SimBA needs attack.eps > 0: a step of 0 asks nothing new")
-        engine = QueryEngine("simba", x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device)
+        engine = self.engine("simba", x, y, kit)
         x0 = engine.x.flatten(1)
         n, n_dims = x0.shape
         device = x0.device

@@ -19,7 +19,6 @@ from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 from attacks.base import AttackerKit, AttackResult
 from attacks.params import PositiveInt, Range
 from attacks.query.base import QueryAttack
-from attacks.query.engine import QueryEngine
 from targets.access import SCORE_BASED
 
 # (iteration on a 10,000-iteration schedule, divisor of p_init from then on): the paper's schedule
@@ -76,7 +75,7 @@ class Square(QueryAttack):
         )
 
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
-        engine = QueryEngine(self.engine_name, x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device)
+        engine = self.engine(self.engine_name, x, y, kit)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         x0 = engine.x
         n = len(x0)

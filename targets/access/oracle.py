@@ -339,10 +339,13 @@ class Oracle:
         operator's protocol acts on. The operator's own evaluation: not a query, not charged, not screened."""
         return self._scores(self._check_inputs(x)).argmax(axis=1).astype(np.int64)
 
-    def served_scores(self, x: np.ndarray) -> np.ndarray:
-        """What the API's scores would be for each row (probabilities after the output filter, or logits with
-        no filter), for the operator's calibration figures; not a query."""
-        return self._scores(self._check_inputs(x))
+    def served_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """The probabilities the API serves for each row (after the output filter; before a labels-only API
+        keeps just their arg-max), for the operator's calibration figures; not a query."""
+        x = self._check_inputs(x)
+        if self._output_filter is None:
+            return torch.softmax(torch.from_numpy(self._logits(x)), dim=1).numpy()
+        return self._scores(x)
 
     def _answer(self, x: np.ndarray) -> np.ndarray:
         scores = self._scores(x)
@@ -351,14 +354,18 @@ class Oracle:
         return scores
 
     @torch.no_grad()
-    def _scores(self, x: np.ndarray) -> np.ndarray:
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         logits = [
             self._model(torch.from_numpy(x[i : i + self._batch_size]).to(self._device)).float()
             for i in range(0, len(x), self._batch_size)
         ]
-        out = torch.cat(logits) if logits else torch.zeros(0, self.n_classes)
+        return (torch.cat(logits) if logits else torch.zeros(0, self.n_classes)).cpu().numpy()
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        """What the API returns for each row, before a labels-only API keeps just the arg-max."""
+        out = torch.from_numpy(self._logits(x))
         if self._output_filter is None:
             if self.policy.output == Output.PROBABILITIES:
                 out = torch.softmax(out, dim=1)
-            return out.cpu().numpy()
-        return np.asarray(self._output_filter(torch.softmax(out, dim=1).cpu().numpy()), dtype=np.float32)
+            return out.numpy()
+        return np.asarray(self._output_filter(torch.softmax(out, dim=1).numpy()), dtype=np.float32)

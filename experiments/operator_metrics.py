@@ -1,0 +1,94 @@
+"""What the operator's defense cost and caught, measured beside the attack's numbers in every run.
+
+- the cost to honest users of what the API returns: `flip_rate` (top-1 verdicts that differ from the undefended
+  judge's) and `calibration_error` (ECE of the probabilities the API serves) on the evaluation examples; the
+  defended `clean_accuracy` is the evaluator's;
+- with a detector: what it caught in the attack's traffic (`detection_rate`, `queries_to_detection_median`,
+  `detections_total`, `rejected_query_fraction`), and what it costs honest accounts, counted on a benign stream
+  (`false_positive_rate` per query, `false_positive_rate_accounts` per honest account), with its ROC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
+from defenses.quality import expected_calibration_error, flip_rate
+from defenses.roc import auc, operating_point, roc_figure, roc_points
+from targets.access import Oracle, Shield
+from targets.datasets import Dataset
+from targets.training import predict_labels
+
+
+@dataclass(frozen=True)
+class OperatorReport:
+    metrics: dict[str, float]
+    figures: dict[str, Figure] = field(default_factory=dict)
+    """Artifact name -> figure."""
+
+
+def honest_cost(oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, device: str) -> dict[str, float]:
+    """Flip rate against the undefended judge and ECE of the served probabilities, on the examples `x`."""
+    undefended = predict_labels(judge, x, device=device)
+    return {
+        "flip_rate": flip_rate(oracle.verdicts(x), undefended),
+        "calibration_error": expected_calibration_error(oracle.served_probabilities(x), y),
+    }
+
+
+def detection_metrics(oracle: Oracle, n_attacked: int) -> dict[str, float]:
+    """What the detector caught in the attack's traffic, from the Oracle's ledger and detections. An example is
+    detected when a query charged to it was flagged; its queries to detection are its count with that query."""
+    first: dict = {}
+    for detection in oracle.detections:
+        first.setdefault(detection.example, detection.query)
+    requested = sum(entry.requested for entry in oracle.ledger)
+    refused = sum(entry.rejected + entry.banned for entry in oracle.ledger)
+    metrics = {
+        "detection_rate": sum(1 for key in first if key in range(n_attacked)) / n_attacked,
+        "detections_total": float(len(oracle.detections)),  # each detection bans one account
+    }
+    if requested:
+        metrics["rejected_query_fraction"] = refused / requested
+    if first:  # left out when nothing was detected: a median of no detections is not 0
+        metrics["queries_to_detection_median"] = float(np.median(list(first.values())))
+    return metrics
+
+
+def benign_pool(data: Dataset, n_examples: int) -> np.ndarray:
+    """Held-out honest inputs: the evaluation pool past the examples used, then the attacker's pool. Neither
+    trained the judge nor set a detector's threshold (that is the operator's own training data)."""
+    return np.concatenate([data.eval.x[n_examples:], data.attacker.x])
+
+
+def measure(
+    oracle: Oracle,
+    shield: Shield,
+    judge,
+    data: Dataset,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_attacked: int,
+    n_examples: int,
+    benign: BenignStreamSpec,
+    device: str,
+) -> OperatorReport:
+    metrics = honest_cost(oracle, judge, x, y, device)
+    figures: dict[str, Figure] = {}
+    detector = shield.detector
+    if detector is not None:
+        metrics.update(detection_metrics(oracle, n_attacked))
+        report = false_positive_rates(detector, benign_stream(benign_pool(data, n_examples), benign))
+        metrics["false_positive_rate"] = report.per_query
+        metrics["false_positive_rate_accounts"] = report.per_account
+        metrics["benign_queries"] = float(report.queries_sent)
+        attack_scores = np.concatenate(oracle.screened_scores) if oracle.screened_scores else np.zeros(0)
+        if len(attack_scores):
+            fpr, tpr, _ = roc_points(report.scores, attack_scores)
+            metrics["detector_auc"] = auc(fpr, tpr)
+            point = operating_point(report.scores, attack_scores, detector.threshold)
+            figures["detector_roc.png"] = roc_figure({"detector": (fpr, tpr)}, {"detector": point})
+    return OperatorReport(metrics, figures)
