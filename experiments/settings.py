@@ -167,23 +167,19 @@ def read_benign(node: Node) -> BenignStreamSpec:
     """The honest stream a detector is measured on (`benign`)."""
     mix = node.child("mix")
     fraction = Range(minimum=0, maximum=1)
+    accounts = node.integer("accounts", minimum=1)
+    queries = node.integer("queries_per_account", minimum=1)
+    seed = node.integer("seed", minimum=0, maximum=SEED_MAX)
+    fractions = {kind: mix.number(kind, fraction) for kind in ("fresh", "resubmit", "crop_shift", "brightness")}
+    max_shift = mix.integer("max_shift", minimum=1, meaning="pixels")
+    max_gain = mix.number("max_gain", Range(minimum=0, below=1))
+    max_offset = mix.number("max_offset", Range(minimum=0, below=1))
     try:
-        return BenignStreamSpec(
-            accounts=node.integer("accounts", minimum=1),
-            queries_per_account=node.integer("queries_per_account", minimum=1),
-            seed=node.integer("seed", minimum=0, maximum=SEED_MAX),
-            mix=BenignMix(
-                fresh=mix.number("fresh", fraction),
-                resubmit=mix.number("resubmit", fraction),
-                crop_shift=mix.number("crop_shift", fraction),
-                brightness=mix.number("brightness", fraction),
-                max_shift=mix.integer("max_shift", minimum=1, meaning="pixels"),
-                max_gain=mix.number("max_gain", Range(minimum=0, below=1)),
-                max_offset=mix.number("max_offset", Range(minimum=0, below=1)),
-            ),
-        )
+        mix_spec = BenignMix(**fractions, max_shift=max_shift, max_gain=max_gain, max_offset=max_offset)
     except ValueError as error:  # the fractions must sum to 1
-        raise ConfigError(f"benign.mix: {error}; allowed: fractions >= 0 that sum to 1") from None
+        reason = str(error).removeprefix("benign mix: ")
+        raise ConfigError(f"benign.mix: {reason}; allowed: fractions >= 0 that sum to 1") from None
+    return BenignStreamSpec(accounts=accounts, queries_per_account=queries, seed=seed, mix=mix_spec)
 
 
 def _name(node: Node) -> str:

@@ -107,7 +107,7 @@ def _order(row: dict):
         THREAT_ORDER.get(row["threat_model"], 9),
         row["attack"],
         math.inf if budget == "null" else int(budget),
-        row["defense"],
+        (row["defense"] != "none", row["defense"]),  # the undefended baseline first
         [(key, _numeric_first(value)) for key, value in sorted(row["overrides"].items())],
     )
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from attacks.base import Attack, AttackerKit, AttackResult
-from attacks.params import PositiveInt
+from attacks.params import NonNegativeFloat, PositiveInt
 from attacks.query.engine import QueryEngine
 from targets.access import QueryRefused
 
@@ -48,20 +48,32 @@ class QueryAttack(Attack):
         backend: Backend | None = None,
         max_queries: PositiveInt = 10_000,
         eot_samples: PositiveInt = 1,
+        blinding: NonNegativeFloat = 0.0,
+        adaptive: bool = False,
         **common,
     ) -> None:
         super().__init__(eps=eps, **common)
         if backend is not None and backend not in self.backends:
             raise ValueError(f"attack.backend={backend!r}: allowed: {', '.join(self.backends)}")
-        if eot_samples > 1 and (backend or self.backends[0]) != "gavel":
+        self.backend = backend or self.backends[0]
+        if eot_samples > 1 and self.backend != "gavel":
             raise ValueError(
                 f"attack.eot_samples={eot_samples}: a library backend asks once per point; allowed: 1, "
                 "or more with attack.backend=gavel"
             )
         self.eot_samples = eot_samples
         """Answers asked for (and paid for) per point, averaged: against a judge that answers at random."""
+        if (blinding > 0 or adaptive) and self.backend != "gavel":
+            raise ValueError(
+                "attack.blinding and attack.adaptive change the queries an attack sends; a library backend's loop is "
+                "closed; allowed: blinding=0 and adaptive=false, or attack.backend=gavel"
+            )
+        self.blinding = float(blinding)
+        """Query blinding against a stateful detector: random noise of this size on every query, within eps."""
+        self.adaptive = adaptive
+        """OARS-style adaptation (Feng et al., CCS 2023): after each rejected query the attack widens its
+        sampling (larger squares, a larger probe radius) so that its next queries look less alike."""
         self.reuse_answers = reuse_answers
-        self.backend = backend or self.backends[0]
         self.max_queries = max_queries
         """Each example's cap when the budget is unlimited (gavel's backend spends budgets in full)."""
 
@@ -89,7 +101,16 @@ class QueryAttack(Attack):
     def engine(self, name: str, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> QueryEngine:
         """The batched engine this attack's gavel backend asks through."""
         return QueryEngine(
-            name, x, y, self.goal, kit, max_queries=self.max_queries, device=kit.device, eot_samples=self.eot_samples
+            name,
+            x,
+            y,
+            self.goal,
+            kit,
+            max_queries=self.max_queries,
+            device=kit.device,
+            eot_samples=self.eot_samples,
+            blinding=self.blinding,
+            seed=self.seed,
         )
 
     def run_batched(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:

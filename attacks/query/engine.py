@@ -52,8 +52,15 @@ class QueryEngine:
         max_queries: int,
         device: str = "cpu",
         eot_samples: int = 1,
+        blinding: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.name = name
+        self.blinding = blinding
+        """Query blinding: each row sent is moved by random noise of this size (L-inf: uniform per pixel; L2:
+        a random direction of this norm), then put back in the threat model's ball, so that no two queries
+        repeat and a similarity detector sees them farther apart. The row sent is the one that counts."""
+        self._blinding_generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
         self.eot_samples = eot_samples
         """Answers asked for each candidate and averaged (expectation over transformation, against a judge that
         answers at random); each is a charged query."""
@@ -67,6 +74,8 @@ class QueryEngine:
         self.x_adv = np.array(x, dtype=np.float32, copy=True)
         self.queries_to_success = np.full(len(x), -1, dtype=np.int64)
         self.spent = np.array([self.client.queries(key) for key in self.keys], dtype=np.int64)
+        self.rejections = np.zeros(len(x), dtype=np.int64)
+        """Rows of each example the operator's detector rejected: what an adaptive attacker reads."""
         allowed = [self.client.budget_left(key) for key in self.keys]
         # What each example may still ask: its budget's remainder, or the attacker's own cap when unlimited.
         self.budgeted = np.array([a is not None for a in allowed])
@@ -101,6 +110,8 @@ class QueryEngine:
         if send.any():
             batch = candidates[torch.from_numpy(send).to(candidates.device)].clamp(0.0, 1.0)
             sent_rows = rows[send]
+            if self.blinding > 0:
+                batch = self._blind(batch, sent_rows)
             asked = batch.repeat_interleave(repeats, dim=0) if repeats > 1 else batch
             keys = [self.keys[i] for i in sent_rows for _ in range(repeats)]
             reply = self.client.query_rows(asked.detach().cpu().numpy(), keys)
@@ -117,9 +128,29 @@ class QueryEngine:
             rejected[where] = flagged.any(dim=1)
             charged = (heard | flagged).sum(dim=1).cpu().numpy()
             refused = (~heard & ~flagged).any(dim=1).cpu().numpy()
+            np.add.at(self.rejections, sent_rows, flagged.sum(dim=1).cpu().numpy())
             self._read(sent_rows, batch, ok.cpu().numpy(), charged, refused, mean.argmax(dim=1).cpu().numpy())
         self._report()
         return Reply(scores, labels, answered, rejected)
+
+    def _blind(self, batch: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Each row moved at random by `blinding`, then projected back into the eps-ball around its original."""
+        shape = batch.shape
+        if self.goal.norm == "inf":
+            noise = torch.rand(shape, generator=self._blinding_generator) * 2 - 1
+            moved = batch + self.blinding * noise.to(batch.device)
+            x0 = self.x[torch.from_numpy(rows).to(self.device)]
+            moved = torch.minimum(torch.maximum(moved, x0 - self.goal.eps), x0 + self.goal.eps)
+        else:
+            noise = torch.randn(shape, generator=self._blinding_generator).to(batch.device)
+            noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (batch.dim() - 1)))
+            moved = batch + self.blinding * noise
+            if self.goal.norm == "2":
+                x0 = self.x[torch.from_numpy(rows).to(self.device)]
+                step = (moved - x0).flatten(1)
+                scale = (self.goal.eps / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+                moved = x0 + (step * scale[:, None]).view_as(moved)
+        return moved.clamp(0.0, 1.0)
 
     def _read(
         self,

@@ -41,6 +41,8 @@ STEP: the step-size search."""
 START_THRESHOLD = 0.001
 """The blend binary search's precision for a fresh start (the authors' and ART's)."""
 FIRST_DELTA = 0.1
+ADAPT_GROWTH = 2.0
+"""An adaptive attacker's widening of its probe radius per rejected query (OARS's adaptive exploration)."""
 """The probes' radius at an iteration 0 (the authors' and ART's, for inputs in [0, 1])."""
 MAX_HALVINGS = 30
 """The step-size search gives up after this many halvings (the boundary point it steps from fools the judge)."""
@@ -338,6 +340,9 @@ class _BatchedRun:
         view = (-1,) + (1,) * (self.x0.dim() - 1)
         noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
         delta = self.delta[index].view(view)
+        if self.attack.adaptive:  # each rejection doubles the probe radius: probes farther apart, less alike
+            widen = torch.from_numpy(ADAPT_GROWTH ** self.engine.rejections[each].astype(np.float32)).to(self.dev)
+            delta = delta * widen.view(view)
         probes = (self.cur[index] + delta * noise).clamp(0.0, 1.0)
         return each, probes, (local, torch.from_numpy(counts).to(self.dev))
 

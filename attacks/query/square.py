@@ -25,6 +25,10 @@ from targets.access import SCORE_BASED
 P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
 
 
+ADAPT_GROWTH = 2.0
+"""An adaptive attacker's widening per rejected query (OARS's adaptive exploration, in Square's terms)."""
+
+
 def square_fraction(p_init: float, iteration: np.ndarray, n_iterations: np.ndarray) -> np.ndarray:
     """The share of the image each example's next square covers: p_init halved along the schedule."""
     scaled = (iteration / np.maximum(n_iterations, 1) * 10_000).astype(np.int64)
@@ -99,6 +103,8 @@ class Square(QueryAttack):
                 fresh[starting] = False
                 continue
             p = square_fraction(self.p_init, iteration[active], schedule[active])
+            if self.adaptive:  # each rejection doubles the square's share: the next queries differ more
+                p = np.minimum(p * ADAPT_GROWTH ** engine.rejections[active], 1.0)
             proposal = self._propose(x0[active], delta[active], p, generator)
             candidate = (x0[active] + proposal).clamp(0.0, 1.0)
             reply = engine.ask(active, candidate)

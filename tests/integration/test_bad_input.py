@@ -14,6 +14,7 @@ from experiments.settings import RunSettings
 from experiments.validation import ConfigError, check_overrides
 
 EXTRACTED = ["attack=transfer_pgd", "access=hidden_label", "surrogate.knowledge=extracted"]
+SCORES = ["attack=square", "access=hidden_probabilities"]
 
 # (command line, the start of the one line gavel must print after "gavel: ")
 BAD = [
@@ -54,6 +55,23 @@ BAD = [
     (["~attack"], "~attack: gavel needs every key and config group"),
     (["attack=["], "attack=[: not a valid override"),
     (["cache_dir=/proc/gavel"], "cache_dir=/proc/gavel: cannot write there"),
+    # the operator's defenses: unknown options, out-of-range values, and defenses that cannot apply
+    (["defense=nope"], "defense=nope: unknown option; allowed: blacklight, input_noise, knn_similarity"),
+    (["defense=input_noise", "defense.sigma=-1"], r"defense.sigma=-1: allowed: a number in (0, 1]"),
+    ([*SCORES, "defense=rounded", "defense.decimals=0"], "defense.decimals=0: allowed: a positive integer"),
+    ([*SCORES, "defense=rounded", "defense.bogus=1"], "defense.bogus: no such key; allowed keys under defense"),
+    ([*SCORES, "defense=knn_similarity", "defense.k=0"], "defense.k=0: allowed: a positive integer"),
+    (["defense=rounded"], "access.output=logits: defense=rounded does not apply to it; allowed: probabilities"),
+    (
+        ["attack=hopskipjump", "access=hidden_label", "defense=reverse_sigmoid"],
+        "access.output=label: defense=reverse_sigmoid does not apply to it; allowed: probabilities",
+    ),
+    (["attack=pgd", "defense=blacklight"], "defense=blacklight watches queries, but attack threat model white_box"),
+    ([*SCORES, "attack.eot_samples=0"], "attack.eot_samples=0: allowed: a positive integer"),
+    ([*SCORES, "attack.blinding=-1"], "attack.blinding=-1: allowed: a number >= 0"),
+    ([*SCORES, "attack.backend=art", "attack.adaptive=true"], "attack=square: attack.blinding and attack.adaptive"),
+    (["benign.mix.fresh=0.5"], "benign.mix: fresh + resubmit + crop_shift + brightness = 0.65, must sum to 1"),
+    (["benign.accounts=0"], "benign.accounts=0: allowed: a positive integer"),
 ]
 
 
@@ -79,6 +97,7 @@ CLI_SAMPLE = [
     if args[0] in ("seed=-1", "data.split.eval=0", "attack.targeted=no", "~experiment_name", "attack=[")
     or args[-1] in ("attack.eps=inf", "access.budget=1")
     or args[0].startswith("cache_dir=")
+    or args[0] in ("defense=nope", "defense=rounded")
 ]
 
 

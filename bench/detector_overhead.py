@@ -1,0 +1,103 @@
+"""Detector overhead: time per query through the Oracle with a stateful detector in its shield / through the bare
+Oracle, the detector's history already holding 10,000 queries.
+
+Printed, never asserted. Aim: at most 2x at batch 256. The detectors' thresholds are set to +inf here, so that
+every row is screened and stored and none is rejected: this measures the cost of watching, not the savings of a
+ban (a rejected row is never evaluated).
+    GAVEL_THREADS=1 python bench/detector_overhead.py [--history 10000] [--batches 8] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from fixtures import default_judge
+
+from defenses.base import OperatorKit
+from defenses.detection.blacklight import Blacklight
+from defenses.detection.knn_similarity import KnnSimilarity
+from defenses.detection.piha import Piha
+from targets.access import AccessPolicy, Oracle
+from targets.access.shield import Shield
+
+DETECTORS = {
+    "knn_similarity encoder=pixels": lambda: KnnSimilarity(encoder="pixels"),
+    "knn_similarity encoder=penultimate": lambda: KnnSimilarity(encoder="penultimate"),
+    "knn_similarity encoder=similarity": lambda: KnnSimilarity(encoder="similarity"),
+    "blacklight": lambda: Blacklight(),
+    "piha": lambda: Piha(),
+}
+
+
+def digit_like(images: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n queries that look like honest traffic: real digits with a little noise (so hash postings and
+    neighbourhoods are as in use), each distinct."""
+    picked = images[rng.integers(0, len(images), n)]
+    return np.clip(picked + rng.uniform(-0.05, 0.05, picked.shape), 0.0, 1.0).astype(np.float32)
+
+
+def timed(oracle: Oracle, batches: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    for example, x in enumerate(batches):
+        oracle.query(x, example=example)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--history", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    torch.set_num_threads(int(os.environ.get("GAVEL_THREADS", "1")))
+    settings, data, judge = default_judge()
+    operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, seed=settings.seed)
+    pool = np.concatenate([data.eval.x, data.attacker.x])
+    rng = np.random.default_rng(0)
+    history = digit_like(pool, args.history, rng)
+    batches = [digit_like(pool, args.batch_size, rng) for _ in range(args.batches)]
+    policy = AccessPolicy("hidden", "probabilities", None)
+
+    def oracle(shield: Shield | None = None) -> Oracle:
+        api = Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes, shield=shield)
+        api.plan(args.batches)
+        return api
+
+    timed(oracle(), batches[:2])  # warm-up
+    print(
+        f"Detector overhead: {args.batches} queries of {args.batch_size} rows against a history of {args.history:,}, "
+        f"digits CNN judge, {torch.get_num_threads()} torch thread(s), median of {args.rounds} rounds"
+    )
+    for name, build in DETECTORS.items():
+        detector = build().deploy(judge, operator).detector
+        detector.threshold = math.inf  # screen and store every row, reject none
+        bare_times, shielded_times, screen_times = [], [], []
+        for _ in range(args.rounds):
+            watching = detector.fresh()
+            watching.remember(history, account=0)
+            bare_times.append(timed(oracle(), batches))
+            shielded_times.append(timed(oracle(Shield(judge, detector=watching)), batches))
+            alone = detector.fresh()  # the detector's own share, whatever the judge costs
+            alone.remember(history, account=0)
+            start = time.perf_counter()
+            for x in batches:
+                alone.screen(x, account=0)
+            screen_times.append(time.perf_counter() - start)
+        bare, shielded = statistics.median(bare_times), statistics.median(shielded_times)
+        us = 1e6 / (args.batches * args.batch_size)
+        print(
+            f"  {name:<36} {us * bare:6.1f} us/query bare, {us * shielded:6.1f} shielded "
+            f"({us * statistics.median(screen_times):5.1f} screening): ratio {shielded / bare:.2f}  (target <= 2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Stateful detectors on the real digits: each flags a Square-like run of near-duplicate queries within tens of
+queries and few distinct benign images; scores a call's rows causally; stores only what it screened up to its
+first flag; keeps one history per account or one for all; and its defense refuses attacks that send no queries,
+builds from its YAML and refuses values out of range."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from attacks.params import declared_hyperparameters
+from defenses.base import Defense, OperatorKit
+from defenses.detection.base import HistoryDetector
+from defenses.detection.blacklight import Blacklight
+from defenses.detection.encoders import penultimate_encoder
+from defenses.detection.knn_similarity import KnnSimilarity, k_smallest
+from defenses.detection.piha import Piha
+from experiments.settings import read_component
+from experiments.validation import ConfigError, Node
+from targets.access import (
+    DECISION_BASED,
+    HYBRID,
+    SCORE_BASED,
+    TRANSFER,
+    WHITE_BOX,
+    AccessPolicy,
+    Oracle,
+    QueryRejected,
+)
+from targets.access.shield import Shield
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "defense"
+EPS = 0.1
+
+DEFENSES = {
+    "knn_pixels": lambda: KnnSimilarity(encoder="pixels"),
+    "knn_penultimate": lambda: KnnSimilarity(encoder="penultimate"),
+    "knn_similarity": lambda: KnnSimilarity(encoder="similarity"),
+    "blacklight": lambda: Blacklight(),
+    "piha": lambda: Piha(),
+}
+"""Each detector (the kNN one with each encoder) at its YAML defaults."""
+
+
+def operator_kit(digits, seed: int = 0) -> OperatorKit:
+    data = digits.data
+    return OperatorKit(data.judge.x, data.judge.y, data.n_classes, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def shields(digits) -> dict[str, Shield]:
+    """Each defense deployed once on the default judge with the operator's data (the judge pool)."""
+    return {name: build().deploy(digits.judge, operator_kit(digits)) for name, build in DEFENSES.items()}
+
+
+@pytest.fixture(scope="module")
+def detectors(shields) -> dict[str, HistoryDetector]:
+    return {name: shield.detector for name, shield in shields.items()}
+
+
+def square_like(image: np.ndarray, n: int, rng: np.random.Generator, side: int = 2) -> np.ndarray:
+    """n queries of a Square attack (Andriushchenko et al., 2020) on one image: vertical stripes of +-EPS to start,
+    then each query redraws one random side x side square of the current perturbation at +-EPS (never to what it
+    was, as Square resamples such a square), and about a third of them become the current perturbation (as if they
+    had lowered the margin)."""
+    channels, height, width = image.shape
+    current = np.broadcast_to(rng.choice([-EPS, EPS], size=(channels, 1, width)), image.shape).copy()
+    queries = []
+    for _ in range(n):
+        candidate = current.copy()
+        row, column = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+        square = candidate[:, row : row + side, column : column + side]
+        value = rng.choice([-EPS, EPS], size=(channels, 1, 1))
+        if np.all(square == value):
+            value = -value
+        square[...] = value
+        queries.append(np.clip(image + candidate, 0.0, 1.0))
+        if rng.random() < 1 / 3:
+            current = candidate
+    return np.stack(queries).astype(np.float32)
+
+
+def with_scope(detector: HistoryDetector, scope: str) -> HistoryDetector:
+    clone = detector.fresh()
+    clone.scope = scope
+    return clone
+
+
+# --- what each detector catches and what it lets through ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_a_square_like_attack_is_flagged_within_tens_of_queries(detectors, digits, name):
+    rng = np.random.default_rng(0)
+    caught_at = []
+    for image in digits.data.eval.x[:5]:
+        detector = detectors[name].fresh()
+        for number, query in enumerate(square_like(image, 100, rng), start=1):
+            first, _ = detector.screen(query[None], account=0)  # one query per call, as a Square attack asks
+            if first is not None:
+                caught_at.append(number)
+                break
+        else:
+            caught_at.append(None)
+    assert None not in caught_at, f"{name}: some attacks never flagged in 100 queries: {caught_at}"
+    assert max(caught_at) <= 30, f"{name}: flagged only after {caught_at} queries"
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_distinct_benign_images_are_rarely_flagged(detectors, digits, name):
+    detector = detectors[name].fresh()
+    # 898 distinct images the operator never trained or calibrated on, all from one account: as many as the
+    # operator's own data, so the history grows as large as the one its threshold was set against.
+    benign = np.concatenate([digits.data.eval.x, digits.data.attacker.x])
+    flagged = detector.scores(benign, account=0) >= detector.threshold
+    assert flagged.mean() <= 0.01, f"{name}: {flagged.sum()} of {len(benign)} benign images flagged"
+
+
+# --- the Detector contract ----------------------------------------------------------------------------------------
+
+
+def mixed_stream(digits, rng) -> np.ndarray:
+    """Benign images interleaved with two Square-like runs: 300 rows, more than one block of a call's rows."""
+    x = np.concatenate([digits.data.eval.x[:200], square_like(digits.data.eval.x[200], 50, rng)])
+    x = np.concatenate([x, square_like(digits.data.eval.x[201], 50, rng)])
+    return x[rng.permutation(len(x))]
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_scores_within_one_call_equal_scores_one_call_per_row(detectors, digits, name):
+    rng = np.random.default_rng(1)
+    stored, x = digits.data.attacker.x[:40], mixed_stream(digits, rng)
+    together = detectors[name].fresh()
+    together.remember(stored, account=0)
+    one_by_one = detectors[name].fresh()
+    one_by_one.remember(stored, account=0)
+    expected = []
+    for row in x:
+        expected.append(one_by_one.scores(row[None], account=0)[0])
+        one_by_one.remember(row[None], account=0)
+    scores = together.scores(x, account=0)
+    assert scores.dtype == np.float64 and scores.shape == (len(x),)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    assert together.stored(0) == len(stored), "scores stored something"
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_a_first_query_scores_minus_infinity_and_an_exact_repeat_is_flagged(detectors, digits, name):
+    detector = detectors[name].fresh()
+    image = digits.data.eval.x[:1]
+    first, scores = detector.screen(image, account=0)
+    assert first is None and scores.tolist() == [-np.inf]
+    first, _ = detector.screen(image, account=0)
+    assert first == 0
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_screen_stores_only_the_rows_up_to_the_first_flagged(detectors, digits, name):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([digits.data.eval.x[:3], square_like(digits.data.eval.x[3], 30, rng)])
+    detector = detectors[name].fresh()
+    first, scores = detector.screen(x, account=0)
+    assert first is not None and first >= 3, f"{name}: flagged row {first}"
+    assert len(scores) == first + 1 and scores[-1] >= detector.threshold
+    assert detector.stored(0) == first + 1
+    up_to_flag = detectors[name].fresh()
+    up_to_flag.remember(x[: first + 1], account=0)
+    probes = x[first + 1 :]
+    # (an encoder's float rounding depends a little on how many rows it encodes at once)
+    np.testing.assert_allclose(detector.scores(probes, 0), up_to_flag.scores(probes, 0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_fresh_has_an_empty_history_and_the_same_threshold(detectors, digits, name):
+    detector = detectors[name].fresh()
+    detector.remember(digits.data.eval.x[:10], account=0)
+    clone = detector.fresh()
+    assert clone.stored(0) == 0 and detector.stored(0) == 10
+    assert clone.threshold == detector.threshold and np.isfinite(clone.threshold)
+    assert clone.scores(digits.data.eval.x[:1], account=0).tolist() == [-np.inf]
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_account_scope_separates_accounts_and_global_scope_joins_them(detectors, digits, name):
+    queries = square_like(digits.data.eval.x[0], 40, np.random.default_rng(3))
+    for scope, joined in (("account", False), ("global", True)):
+        detector = with_scope(detectors[name], scope)
+        detector.remember(queries[:20], account=0)
+        assert detector.stored(1) == (20 if joined else 0)
+        # The rest of the run, each query asked alone, from the same account and from another one.
+        same = np.array([detector.scores(query[None], account=0)[0] for query in queries[20:]])
+        other = np.array([detector.scores(query[None], account=1)[0] for query in queries[20:]])
+        assert (same >= detector.threshold).any(), f"{name}, scope={scope}: the run's own account not caught"
+        assert (other >= detector.threshold).any() == joined, f"{name}, scope={scope}"
+        if not joined:
+            assert (other == -np.inf).all()
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_a_detected_query_is_rejected_by_the_oracle_and_bans_the_account(detectors, digits, name):
+    data = digits.data
+    api = Oracle(
+        digits.judge,
+        AccessPolicy("hidden", "probabilities", None),
+        input_shape=data.input_shape,
+        n_classes=data.n_classes,
+        shield=Shield(digits.judge, detector=detectors[name].fresh()),
+    )
+    api.plan(1)
+    with pytest.raises(QueryRejected):
+        for query in square_like(data.eval.x[0], 30, np.random.default_rng(4)):
+            api.query(query[None], example=0, account=0)
+    assert api.banned == {0}
+
+
+# --- the kNN detector's parts -------------------------------------------------------------------------------------
+
+
+def test_knn_score_is_minus_the_mean_distance_to_the_k_nearest_stored(digits):
+    detector = KnnSimilarity(encoder="pixels", k=5).detector(digits.judge, operator_kit(digits))
+    stored, query = digits.data.attacker.x[:30], digits.data.eval.x[:1]
+    distances = np.linalg.norm(stored.reshape(30, -1) - query.reshape(1, -1), axis=1)
+    detector.remember(stored[:3], account=0)  # fewer than k stored: the mean over those there are
+    np.testing.assert_allclose(detector.scores(query, 0), [-distances[:3].mean()], rtol=1e-5)
+    detector.remember(stored[3:], account=0)
+    np.testing.assert_allclose(detector.scores(query, 0), [-np.sort(distances)[:5].mean()], rtol=1e-5)
+
+
+def test_k_smallest_is_exact_with_many_ties():
+    keys = torch.from_numpy(np.random.default_rng(5).integers(0, 40, size=(5_003, 7)).astype(np.float32))
+    columns = k_smallest(keys, 50)  # 5,003 points in blocks: the two-stage search, and a partial last block
+    assert columns.shape == (7, 50)
+    assert all(len(set(row)) == 50 for row in columns.tolist()), "a point picked twice"
+    picked = keys.T.gather(1, columns).sort(dim=1).values
+    torch.testing.assert_close(picked, keys.T.sort(dim=1).values[:, :50], rtol=0, atol=0)
+
+
+def test_the_threshold_flags_about_fpr_of_the_operators_data_left_one_out(detectors, digits):
+    detector = detectors["knn_pixels"]
+    scores = detector.leave_one_out_scores(digits.data.judge.x)
+    assert np.mean(scores >= detector.threshold) <= 0.001 + 1 / len(scores)
+    # and the check discriminates: a threshold at the 0.99 quantile would flag more
+    assert np.mean(scores >= np.quantile(scores, 0.99)) > 0.001 + 1 / len(scores)
+
+
+def test_the_penultimate_encoder_is_the_judge_without_its_last_layer(digits):
+    encoder = penultimate_encoder(digits.judge)
+    x = digits.data.eval.x[:16]
+    with torch.no_grad():
+        logits = digits.judge(torch.from_numpy(x))
+        np.testing.assert_allclose(digits.judge.net[-1](encoder(x)), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_the_similarity_encoder_is_reproducible_from_the_operators_seed(digits):
+    def embed(seed: int) -> torch.Tensor:
+        defense = KnnSimilarity(encoder="similarity", train_steps=3)
+        return defense.detector(digits.judge, operator_kit(digits, seed)).encoder(digits.data.eval.x[:8])
+
+    torch.testing.assert_close(embed(0), embed(0), rtol=0, atol=0)
+    assert not torch.equal(embed(0), embed(1))
+
+
+# --- the defenses: check, deploy, config --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["knn_similarity", "blacklight", "piha"])
+def test_check_refuses_attacks_that_send_no_queries(name):
+    defense = read_yaml(name).instance
+    policy = AccessPolicy("hidden", "probabilities", 100)
+    for threat_model in (SCORE_BASED, DECISION_BASED, HYBRID):
+        defense.check(policy, threat_model, name)
+    for threat_model in (WHITE_BOX, TRANSFER):
+        with pytest.raises(ValueError) as refused:
+            defense.check(policy, threat_model, name)
+        assert str(refused.value) == (
+            f"defense={name} watches queries, but attack threat model {threat_model.name} sends none; "
+            "allowed: score-based, decision-based or hybrid attacks"
+        )
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_deploy_serves_the_judge_unchanged_with_a_thresholded_detector(shields, digits, name):
+    shield = shields[name]
+    assert DEFENSES[name]().kind == "detection"
+    assert shield.model is digits.judge and shield.output_filter is None
+    assert isinstance(shield.detector, HistoryDetector) and np.isfinite(shield.detector.threshold)
+
+
+def class_defaults(cls: type) -> dict:
+    """Each keyword-only `__init__` parameter along the class's bases and its default."""
+    defaults = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass is not object:
+            for key, parameter in inspect.signature(klass.__init__).parameters.items():
+                if parameter.kind is parameter.KEYWORD_ONLY:
+                    defaults.setdefault(key, parameter.default)
+    return defaults
+
+
+def read_yaml(name: str, **changes):
+    values = dict(OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")), **changes)
+    return read_component(Node(values, "defense"), "defense", Defense)
+
+
+@pytest.mark.parametrize("name, cls", [("knn_similarity", KnnSimilarity), ("blacklight", Blacklight), ("piha", Piha)])
+def test_each_yaml_builds_its_defense_with_every_hyperparameter_commented(name, cls):
+    component = read_yaml(name)
+    assert component.name == name and type(component.instance) is cls
+    assert set(component.params) == set(declared_hyperparameters(cls.__mro__))
+    assert dict(component.params) == class_defaults(cls), "the YAML and the class defaults differ"
+    for line in (CONF / f"{name}.yaml").read_text().splitlines():
+        if line.split(":")[0] in component.params:
+            assert "#" in line, f"{name}.yaml: no comment on {line!r}"
+
+
+@pytest.mark.parametrize(
+    "name, key, value, allowed",
+    [
+        ("knn_similarity", "k", 0, "a positive integer"),
+        ("knn_similarity", "fpr", 1.5, "a number in [0, 1]"),
+        ("knn_similarity", "encoder", "raw", "similarity, penultimate, pixels"),
+        ("blacklight", "scope", "everyone", "account, global"),
+        ("blacklight", "quantization_step", 0, "a number in (0, 1]"),
+        ("piha", "block", 1, "an integer >= 2"),
+    ],
+)
+def test_the_config_boundary_names_the_key_out_of_range(name, key, value, allowed):
+    with pytest.raises(ConfigError) as refused:
+        read_yaml(name, **{key: value})
+    assert str(refused.value) == f"defense.{key}={value!r}: allowed: {allowed}"
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: KnnSimilarity(k=0), "defense.k=0: allowed: an integer >= 1"),
+        (lambda: KnnSimilarity(fpr=float("nan")), "defense.fpr=nan: allowed: a number in [0, 1]"),
+        (lambda: KnnSimilarity(encoder="raw"), "defense.encoder='raw': allowed: similarity, penultimate, pixels"),
+        (lambda: Blacklight(window_size=True), "defense.window_size=True: allowed: an integer >= 1"),
+        (lambda: Piha(scope="all"), "defense.scope='all': allowed: account, global"),
+        (lambda: Piha(resize=8, block=9), "defense.block=9: more frequencies than the 8x8 resized image has; "),
+    ],
+)
+def test_a_defense_built_in_code_refuses_values_out_of_range(build, message):
+    with pytest.raises(ValueError) as refused:
+        build()
+    assert str(refused.value).startswith(message)
+
+
+def test_blacklight_refuses_a_window_longer_than_the_input(digits):
+    with pytest.raises(ValueError, match=r"^defense\.window_size=65: longer than the 64 values of one input"):
+        Blacklight(window_size=65).deploy(digits.judge, operator_kit(digits))
