@@ -40,21 +40,28 @@ def honest_cost(oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, device: str
 
 
 def detection_metrics(oracle: Oracle, n_attacked: int) -> dict[str, float]:
-    """What the detector caught in the attack's traffic, from the Oracle's ledger and detections. An example is
-    detected when a query charged to it was flagged; its queries to detection are its count with that query."""
+    """What the detector caught in the attack's traffic, from the Oracle's ledger. The attack on an example was
+    detected when one of its queries was flagged, or refused because the account asking it had just been (or
+    was already) banned: either way the operator's detector is what cut it off. Its queries to detection are
+    those charged to it up to and including that call."""
+    charged: dict = {}
     first: dict = {}
-    for detection in oracle.detections:
-        first.setdefault(detection.example, detection.query)
-    requested = sum(entry.requested for entry in oracle.ledger)
-    refused = sum(entry.rejected + entry.banned for entry in oracle.ledger)
+    requested = refused = 0
+    for entry in oracle.ledger:
+        requested += entry.requested
+        refused += entry.rejected + entry.banned
+        charged[entry.example] = charged.get(entry.example, 0) + entry.evaluated + entry.rejected
+        if (entry.rejected or entry.banned) and entry.example not in first:
+            first[entry.example] = charged[entry.example]
+    detected = [queries for example, queries in first.items() if example in range(n_attacked)]
     metrics = {
-        "detection_rate": sum(1 for key in first if key in range(n_attacked)) / n_attacked,
+        "detection_rate": len(detected) / n_attacked,
         "detections_total": float(len(oracle.detections)),  # each detection bans one account
     }
     if requested:
         metrics["rejected_query_fraction"] = refused / requested
-    if first:  # left out when nothing was detected: a median of no detections is not 0
-        metrics["queries_to_detection_median"] = float(np.median(list(first.values())))
+    if detected:  # left out when nothing was detected: a median of no detections is not 0
+        metrics["queries_to_detection_median"] = float(np.median(detected))
     return metrics
 
 
