@@ -30,6 +30,7 @@ bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/backend_throughput.py
 	$(BIN)/python bench/attack_walltime.py
 	$(BIN)/python bench/demo_walltime.py
+	$(BIN)/python bench/detector_overhead.py
 
 clean:
 	rm -rf .gavel_cache outputs multirun mlflow.db mlruns .pytest_cache
