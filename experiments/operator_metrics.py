@@ -40,26 +40,37 @@ def honest_cost(oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, device: str
 
 
 def detection_metrics(oracle: Oracle, n_attacked: int) -> dict[str, float]:
-    """What the detector caught in the attack's traffic, from the Oracle's ledger. The attack on an example was
-    detected when one of its queries was flagged, or refused because the account asking it had just been (or
-    was already) banned: either way the operator's detector is what cut it off. Its queries to detection are
-    those charged to it up to and including that call."""
+    """What the detector caught in the attack's traffic, from the Oracle's ledger.
+
+    The attack on an example was detected when one of its queries was flagged, or when its last call ended in
+    refusal because the account asking had been banned (a ban cut it off; rows refused by a ban and then
+    answered on the attacker's next account do not count). Its queries to detection are those charged to it
+    up to and including that call. `rejected_query_fraction` is the share of the rows the Oracle received that
+    it refused because of the detector (flagged, or from a banned account); a refused row asked again is
+    received again."""
     charged: dict = {}
-    first: dict = {}
-    requested = refused = 0
+    flagged_at: dict = {}
+    last: dict = {}
+    received = refused = 0
     for entry in oracle.ledger:
-        requested += entry.requested
+        received += entry.requested
         refused += entry.rejected + entry.banned
         charged[entry.example] = charged.get(entry.example, 0) + entry.evaluated + entry.rejected
-        if (entry.rejected or entry.banned) and entry.example not in first:
-            first[entry.example] = charged[entry.example]
-    detected = [queries for example, queries in first.items() if example in range(n_attacked)]
+        if entry.rejected and entry.example not in flagged_at:
+            flagged_at[entry.example] = charged[entry.example]
+        last[entry.example] = entry
+    detected = []
+    for example in range(n_attacked):
+        if example in flagged_at:
+            detected.append(flagged_at[example])
+        elif example in last and last[example].banned and not last[example].evaluated:
+            detected.append(charged[example])
     metrics = {
         "detection_rate": len(detected) / n_attacked,
         "detections_total": float(len(oracle.detections)),  # each detection bans one account
     }
-    if requested:
-        metrics["rejected_query_fraction"] = refused / requested
+    if received:
+        metrics["rejected_query_fraction"] = refused / received
     if detected:  # left out when nothing was detected: a median of no detections is not 0
         metrics["queries_to_detection_median"] = float(np.median(detected))
     return metrics

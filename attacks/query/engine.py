@@ -110,9 +110,10 @@ class QueryEngine:
         if send.any():
             batch = candidates[torch.from_numpy(send).to(candidates.device)].clamp(0.0, 1.0)
             sent_rows = rows[send]
-            if self.blinding > 0:
-                batch = self._blind(batch, sent_rows)
             asked = batch.repeat_interleave(repeats, dim=0) if repeats > 1 else batch
+            if self.blinding > 0:  # after repeating: no two rows sent are the same, EOT's repeats included
+                asked = self._blind(asked, np.repeat(sent_rows, repeats))
+                batch = asked[::repeats]  # the row that stands for each candidate: its first, as sent
             keys = [self.keys[i] for i in sent_rows for _ in range(repeats)]
             reply = self.client.query_rows(asked.detach().cpu().numpy(), keys)
             got = torch.from_numpy(as_scores(reply.values, self.n_classes)).to(self.device)

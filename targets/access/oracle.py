@@ -285,7 +285,8 @@ class Oracle:
 
     @property
     def accounts_used(self) -> int:
-        return len({entry.account for entry in self.ledger if entry.evaluated})
+        """Accounts that were charged a query (answered, or rejected by the detector)."""
+        return len({entry.account for entry in self.ledger if entry.evaluated or entry.rejected})
 
     def open_weights(self) -> nn.Module:
         """The model the Oracle evaluates (the judge, or the judge inside a model defense), for white-box

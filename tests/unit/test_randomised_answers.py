@@ -98,3 +98,19 @@ def test_eot_needs_gavels_backend():
     with pytest.raises(ValueError, match="attack.eot_samples=4: a library backend asks once per point"):
         Square(eps=0.1, backend="art", eot_samples=4)
     assert HopSkipJump(eps=0.1, eot_samples=3).eot_samples == 3
+
+
+def test_blinding_makes_every_row_sent_distinct_eot_repeats_included(judge_and_data):
+    judge, data, x, y = judge_and_data
+    policy = AccessPolicy("hidden", "probabilities", 12)
+    oracle = Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
+    client = AttackerClient(oracle)
+    client.plan(4)
+    attack = Square(eps=0.1, eot_samples=3, blinding=0.05)
+    with RowCounter(judge) as counter:
+        result = attack.run(x[:4], y[:4], AttackerKit(client=client))
+    rows = np.stack(counter.inputs).reshape(len(counter.inputs), -1)
+    assert len(np.unique(rows, axis=0)) == len(rows) == oracle.rows_evaluated == result.queries.sum()
+    assert (
+        np.abs(rows.reshape(-1, *x.shape[1:])[:, None] - x[:4][None]).max(axis=(2, 3, 4)).min(axis=1) <= 0.1 + 1e-6
+    ).all()

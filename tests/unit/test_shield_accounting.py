@@ -171,3 +171,25 @@ def test_an_output_filter_changes_every_answer_and_the_operators_verdicts(output
     np.testing.assert_array_equal(api.verdicts(x), expected.argmax(axis=1))
     assert api.queries_total == len(keys)  # the operator's own verdicts are not queries
     assert got.shape[0] == len(keys) and SHAPE == x.shape[1:] and raw.shape[1] == N_CLASSES
+
+
+def test_detection_metrics_count_only_the_attacks_a_detection_cut_off():
+    """One call of three examples; example 0's row is flagged. Rows of examples 1 and 2 after it are refused by
+    the ban and answered on the next account: their attacks were not cut off. A later call from a banned-out
+    attacker cuts example 2 off."""
+    from experiments.operator_metrics import detection_metrics
+
+    judge, api = oracle(shield=detecting(MarkedRowDetector()), budget=10, accounts=2)
+    client = AttackerClient(api)
+    rng = np.random.default_rng(4)
+    reply = client.query_rows(marked([0, 1, 2], [1, 0, 0], rng), [0, 1, 2])
+    assert reply.rejected.tolist() == [True, False, False] and reply.answered.tolist() == [False, True, True]
+    metrics = detection_metrics(api, 3)
+    assert metrics["detection_rate"] == pytest.approx(1 / 3)
+    assert metrics["queries_to_detection_median"] == 1.0
+    assert metrics["detections_total"] == 1.0
+    assert metrics["rejected_query_fraction"] == pytest.approx(3 / 5)  # 1 flagged + 2 banned of 5 received
+    client.query_rows(marked([1, 2], [1, 0], rng), [1, 2])  # account 1 banned at example 1; example 2 refused
+    metrics = detection_metrics(api, 3)
+    assert metrics["detection_rate"] == 1.0
+    assert api.accounts_used == 2
