@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
+from attacks.base import AttackResult
 from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
 from defenses.quality import expected_calibration_error, flip_rate
 from defenses.roc import auc, operating_point, roc_figure, roc_points
@@ -39,18 +40,18 @@ def honest_cost(oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, device: str
     }
 
 
-def detection_metrics(oracle: Oracle, n_attacked: int) -> dict[str, float]:
-    """What the detector caught in the attack's traffic, from the Oracle's ledger.
+def detection_metrics(oracle: Oracle, result: AttackResult) -> dict[str, float]:
+    """What the detector caught in the attack's traffic, from the Oracle's ledger and the attack's own record.
 
-    The attack on an example was detected when one of its queries was flagged, or when its last call ended in
-    refusal because the account asking had been banned (a ban cut it off; rows refused by a ban and then
-    answered on the attacker's next account do not count). Its queries to detection are those charged to it
-    up to and including that call. `rejected_query_fraction` is the share of the rows the Oracle received that
-    it refused because of the detector (flagged, or from a banned account); a refused row asked again is
+    The attack on an example was detected when one of its queries was flagged, or when it ended unfooled, with
+    budget left, because every account the attacker held had been banned (rows refused by a ban and answered
+    on the attacker's next account do not count). Its queries to detection are those charged to it up to the
+    flag, or in all when bans ended it. `rejected_query_fraction` is the share of the rows the Oracle received
+    that it refused because of the detector (flagged, or from a banned account); a refused row asked again is
     received again."""
+    n_attacked = len(result.queries)
     charged: dict = {}
     flagged_at: dict = {}
-    last: dict = {}
     received = refused = 0
     for entry in oracle.ledger:
         received += entry.requested
@@ -58,13 +59,17 @@ def detection_metrics(oracle: Oracle, n_attacked: int) -> dict[str, float]:
         charged[entry.example] = charged.get(entry.example, 0) + entry.evaluated + entry.rejected
         if entry.rejected and entry.example not in flagged_at:
             flagged_at[entry.example] = charged[entry.example]
-        last[entry.example] = entry
+    banned_out = len(oracle.banned) >= oracle.policy.accounts
+    budget = oracle.policy.budget
     detected = []
     for example in range(n_attacked):
+        unfooled_with_budget_left = result.queries_to_success[example] < 0 and (
+            budget is None or result.queries[example] < budget
+        )
         if example in flagged_at:
             detected.append(flagged_at[example])
-        elif example in last and last[example].banned and not last[example].evaluated:
-            detected.append(charged[example])
+        elif banned_out and unfooled_with_budget_left:
+            detected.append(charged.get(example, 0))
     metrics = {
         "detection_rate": len(detected) / n_attacked,
         "detections_total": float(len(oracle.detections)),  # each detection bans one account
@@ -89,7 +94,7 @@ def measure(
     data: Dataset,
     x: np.ndarray,
     y: np.ndarray,
-    n_attacked: int,
+    result: AttackResult,
     n_examples: int,
     benign: BenignStreamSpec,
     device: str,
@@ -98,7 +103,7 @@ def measure(
     figures: dict[str, Figure] = {}
     detector = shield.detector
     if detector is not None:
-        metrics.update(detection_metrics(oracle, n_attacked))
+        metrics.update(detection_metrics(oracle, result))
         report = false_positive_rates(detector, benign_stream(benign_pool(data, n_examples), benign))
         metrics["false_positive_rate"] = report.per_query
         metrics["false_positive_rate_accounts"] = report.per_account

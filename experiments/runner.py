@@ -75,7 +75,7 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
         evaluation = evaluate_result(provisioned, selection, attack, result)
-        operator = measure_operator(settings, provisioned, selection)
+        operator = measure_operator(settings, provisioned, selection, result)
         evaluation.metrics.update(operator.metrics)
         record(evaluation, selection, result, operator.figures)
     m = evaluation.metrics
@@ -178,7 +178,9 @@ def evaluate_result(provisioned: Provisioned, selection: Selection, attack: Atta
     )
 
 
-def measure_operator(settings: RunSettings, provisioned: Provisioned, selection: Selection) -> OperatorReport:
+def measure_operator(
+    settings: RunSettings, provisioned: Provisioned, selection: Selection, result: AttackResult
+) -> OperatorReport:
     """The defense's cost to honest users and, with a detector, what it caught and its false positives on a
     benign stream."""
     return operator_metrics.measure(
@@ -188,7 +190,7 @@ def measure_operator(settings: RunSettings, provisioned: Provisioned, selection:
         provisioned.data,
         selection.x,
         selection.y,
-        n_attacked=int(selection.attacked.sum()),
+        result=result,
         n_examples=len(selection.y),
         benign=settings.benign,
         device=provisioned.device,

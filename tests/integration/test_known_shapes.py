@@ -44,7 +44,7 @@ def run(attack: str, *overrides: str, n_examples: int = 40) -> dict:
 def test_detectors_catch_unadapted_attacks_within_tens_of_queries_at_a_low_benign_rate(attack, defense):
     m = run(attack, f"defense={defense}", "access.accounts=5", *FRESH_STREAM)
     assert m["detection_rate"] > 0.5
-    assert m["queries_to_detection_median"] <= 50
+    assert m["queries_to_detection_median"] < 100  # tens of queries
     assert m["false_positive_rate"] <= 0.01
     assert m["benign_queries"] > 0
 

@@ -175,21 +175,28 @@ def test_an_output_filter_changes_every_answer_and_the_operators_verdicts(output
 
 def test_detection_metrics_count_only_the_attacks_a_detection_cut_off():
     """One call of three examples; example 0's row is flagged. Rows of examples 1 and 2 after it are refused by
-    the ban and answered on the next account: their attacks were not cut off. A later call from a banned-out
-    attacker cuts example 2 off."""
+    the ban and answered on the next account: their attacks were not cut off. Then the last account is banned
+    at example 1: example 2, unfooled with budget left, was cut off too; a fooled example is not."""
+    from attacks.base import AttackResult
     from experiments.operator_metrics import detection_metrics
 
     judge, api = oracle(shield=detecting(MarkedRowDetector()), budget=10, accounts=2)
     client = AttackerClient(api)
     rng = np.random.default_rng(4)
+
+    def result(fooled_at):
+        queries = np.array([api.queries(k) for k in range(3)])
+        return AttackResult(x_adv=np.zeros((3, *SHAPE), np.float32), queries=queries,
+                            queries_to_success=np.array(fooled_at), budget_exhausted=np.zeros(3, bool))  # fmt: skip
+
     reply = client.query_rows(marked([0, 1, 2], [1, 0, 0], rng), [0, 1, 2])
     assert reply.rejected.tolist() == [True, False, False] and reply.answered.tolist() == [False, True, True]
-    metrics = detection_metrics(api, 3)
+    metrics = detection_metrics(api, result([-1, -1, -1]))
     assert metrics["detection_rate"] == pytest.approx(1 / 3)
     assert metrics["queries_to_detection_median"] == 1.0
     assert metrics["detections_total"] == 1.0
     assert metrics["rejected_query_fraction"] == pytest.approx(3 / 5)  # 1 flagged + 2 banned of 5 received
-    client.query_rows(marked([1, 2], [1, 0], rng), [1, 2])  # account 1 banned at example 1; example 2 refused
-    metrics = detection_metrics(api, 3)
-    assert metrics["detection_rate"] == 1.0
-    assert api.accounts_used == 2
+    client.query_rows(marked([1, 2], [1, 0], rng), [1, 2])  # the last account banned at example 1
+    assert client.out_of_accounts and api.accounts_used == 2
+    assert detection_metrics(api, result([-1, -1, -1]))["detection_rate"] == 1.0
+    assert detection_metrics(api, result([-1, -1, 1]))["detection_rate"] == pytest.approx(2 / 3)
