@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import copy
 import math
-import typing
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 
-from attacks.params import Range, declared_hyperparameters
 from defenses.base import Defense, OperatorKit
 from targets.access import THREAT_MODELS, AccessPolicy, ThreatModel
 from targets.access.shield import Detector, Shield
@@ -123,25 +121,7 @@ class DetectionDefense(Defense):
     def __init__(self, *, scope: Scope = "account") -> None:
         # Subclasses store their hyperparameters under their own names before calling this.
         self.scope = scope
-        self._check_hyperparameters()
-
-    def _check_hyperparameters(self) -> None:
-        """The config boundary checks the same annotations; this holds a defense built in code (a test, a bench)
-        to them too. Each hyperparameter is a choice (`Literal`) or a bounded number (`Annotated[int | float,
-        Range]`)."""
-        for key, hint in declared_hyperparameters(type(self).__mro__).items():
-            value = getattr(self, key)
-            if typing.get_origin(hint) is Literal:
-                options = typing.get_args(hint)
-                if value not in options:
-                    raise ValueError(f"defense.{key}={value!r}: allowed: {', '.join(options)}")
-                continue
-            base, *extras = typing.get_args(hint)
-            ranges = [extra for extra in extras if isinstance(extra, Range)]
-            kinds = (int,) if base is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds) or not all(r.holds(value) for r in ranges):
-                noun = "an integer" if base is int else "a number"
-                raise ValueError(f"defense.{key}={value!r}: allowed: {noun} {ranges[0].describe()}")
+        self.check_hyperparameters()
 
     def check(self, policy: AccessPolicy, threat_model: ThreatModel, name: str) -> None:
         super().check(policy, threat_model, name)

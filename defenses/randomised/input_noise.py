@@ -40,9 +40,8 @@ class InputNoise(Defense):
     kind: ClassVar[str] = "randomised"
 
     def __init__(self, *, sigma: Annotated[float, Range(above=0, maximum=1)] = 0.02) -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 1:
-            raise ValueError(f"defense.sigma={sigma!r}: allowed: a number in (0, 1]")
-        self.sigma = float(sigma)
+        self.sigma = sigma
+        self.check_hyperparameters()
 
     def deploy(self, judge: nn.Module, operator: OperatorKit) -> Shield:
         seed = zlib.crc32(f"defense.input_noise.{operator.seed}".encode())  # its own stream, not the attack's
