@@ -4,11 +4,13 @@ reads the signature and checks every value's type and range before anything runs
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any, Iterable, Literal, Mapping, Union
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,72 @@ NonNegativeInt = Annotated[int, Range(minimum=0)]
 PositiveFloat = Annotated[float, Range(above=0)]
 NonNegativeFloat = Annotated[float, Range(minimum=0)]
 Probability = Annotated[float, Range(minimum=0, maximum=1)]
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def conforms(value, hint) -> bool:
+    """Whether `value` has the declared type `hint` (bool, int, float, str, Literal, Sequence, Mapping, `X | None`,
+    and `Annotated[..., Range]`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Annotated:
+        base, *extras = args
+        ranges = [e for e in extras if isinstance(e, Range)]
+        return conforms(value, base) and all(r.holds(float(value)) for r in ranges)
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return is_int(value)
+    if hint is float:
+        return is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(conforms(v, args[0] if args else Any) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    raise TypeError(f"cannot check a value against the declared type {hint!r}")
+
+
+def describe_type(hint) -> str:
+    """What `hint` allows, in the words of a one-line error (`key=value: allowed: ...`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        base, *extras = args
+        ranges = [e for e in extras if isinstance(e, Range)]
+        if ranges and base is int and ranges[0] == Range(minimum=1):
+            return "a positive integer"
+        noun = "an integer" if base is int else "a number"
+        return f"{noun} {ranges[0].describe()}" if ranges else describe_type(base)
+    if origin in (Union, types.UnionType):
+        parts = [describe_type(arg) for arg in args if arg is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return ", ".join(str(a) for a in args)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "text"
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list of ({describe_type(args[0])})" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a group of keys"
+    return "any value"

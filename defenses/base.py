@@ -8,16 +8,15 @@ its answers, a detector on its queries. Its cost to honest users is measured by 
 
 from __future__ import annotations
 
-import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 from torch import nn
 
-from attacks.params import Range, declared_hyperparameters
+from attacks.params import conforms, declared_hyperparameters, describe_type
 from targets.access import AccessPolicy, Output, ThreatModel
 from targets.access.shield import Shield
 
@@ -52,22 +51,12 @@ class Defense(ABC):
             )
 
     def check_hyperparameters(self) -> None:
-        """The config boundary checks the same annotations; this holds a defense built in code (a test, a bench)
-        to them too. Each hyperparameter is stored under its own name and is a choice (`Literal`) or a bounded
-        number (`Annotated[int | float, Range]`)."""
+        """The config boundary checks the same annotations, with the same words; this holds a defense built in
+        code (a test, a bench) to them too. Each hyperparameter is stored under its own name."""
         for key, hint in declared_hyperparameters(type(self).__mro__).items():
             value = getattr(self, key)
-            if typing.get_origin(hint) is Literal:
-                options = typing.get_args(hint)
-                if value not in options:
-                    raise ValueError(f"defense.{key}={value!r}: allowed: {', '.join(options)}")
-                continue
-            base, *extras = typing.get_args(hint)
-            ranges = [extra for extra in extras if isinstance(extra, Range)]
-            kinds = (int,) if base is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds) or not all(r.holds(value) for r in ranges):
-                noun = "an integer" if base is int else "a number"
-                raise ValueError(f"defense.{key}={value!r}: allowed: {noun} {ranges[0].describe()}")
+            if not conforms(value, hint):
+                raise ValueError(f"defense.{key}={value!r}: allowed: {describe_type(hint)}")
 
     @abstractmethod
     def deploy(self, judge: nn.Module, operator: OperatorKit) -> Shield:

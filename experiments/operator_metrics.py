@@ -31,11 +31,15 @@ class OperatorReport:
     """Artifact name -> figure."""
 
 
-def honest_cost(oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, device: str) -> dict[str, float]:
-    """Flip rate against the undefended judge and ECE of the served probabilities, on the examples `x`."""
+def honest_cost(
+    oracle: Oracle, judge, x: np.ndarray, y: np.ndarray, verdicts: np.ndarray, device: str
+) -> dict[str, float]:
+    """Flip rate against the undefended judge of the API's `verdicts` on the examples `x` (the ones clean
+    accuracy is measured on: one draw of a randomised defense, not another), and ECE of the served
+    probabilities."""
     undefended = predict_labels(judge, x, device=device)
     return {
-        "flip_rate": flip_rate(oracle.verdicts(x), undefended),
+        "flip_rate": flip_rate(verdicts, undefended),
         "calibration_error": expected_calibration_error(oracle.served_probabilities(x), y),
     }
 
@@ -72,7 +76,7 @@ def detection_metrics(oracle: Oracle, result: AttackResult) -> dict[str, float]:
             detected.append(charged.get(example, 0))
     metrics = {
         "detection_rate": len(detected) / n_attacked,
-        "detections_total": float(len(oracle.detections)),  # each detection bans one account
+        "detections_total": float(len(oracle.detections)),  # flagged queries: each bans one account, unless reject
     }
     if received:
         metrics["rejected_query_fraction"] = refused / received
@@ -94,12 +98,13 @@ def measure(
     data: Dataset,
     x: np.ndarray,
     y: np.ndarray,
+    verdicts: np.ndarray,
     result: AttackResult,
     n_examples: int,
     benign: BenignStreamSpec,
     device: str,
 ) -> OperatorReport:
-    metrics = honest_cost(oracle, judge, x, y, device)
+    metrics = honest_cost(oracle, judge, x, y, verdicts, device)
     figures: dict[str, Figure] = {}
     detector = shield.detector
     if detector is not None:

@@ -190,6 +190,7 @@ def measure_operator(
         provisioned.data,
         selection.x,
         selection.y,
+        selection.initial,
         result=result,
         n_examples=len(selection.y),
         benign=settings.benign,

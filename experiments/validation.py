@@ -7,20 +7,17 @@ value against the type an attack or defense declares in its `__init__` signature
 
 from __future__ import annotations
 
-import collections.abc
-import math
 import sys
-import types
 import typing
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Any, Mapping, Sequence, TypeVar
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.params import Range, declared_hyperparameters
+from attacks.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
 from experiments.config import GROUPS, compose_config, group_options
 
 SEED_MAX = 2**32 - 1
@@ -147,7 +144,7 @@ class Node:
         value = self.raw(name, allowed)
         if value is None and optional:
             return None
-        if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if not is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.fail(name, value, allowed)
         return int(value)
 
@@ -156,7 +153,7 @@ class Node:
         value = self.raw(name, allowed)
         if value is None and optional:
             return None
-        if not _is_number(value) or not range_.holds(float(value)):
+        if not is_number(value) or not range_.holds(float(value)):
             self.fail(name, value, allowed)
         return float(value)
 
@@ -190,14 +187,6 @@ class Node:
         return value
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _integer_words(minimum: int | None, maximum: int | None) -> str:
     if minimum == 1 and maximum is None:
         return "a positive integer"
@@ -217,63 +206,5 @@ def hyperparameters(cls: type) -> dict[str, Any]:
 def check_hyperparameter(key: str, value, hint) -> None:
     """Raise `ConfigError` unless `value` has the declared type `hint` (bool, int, float, str, Literal,
     Sequence, Mapping, `X | None`, and `Annotated[..., Range]`)."""
-    if not _conforms(value, hint):
-        raise ConfigError(f"{key}={value!r}: allowed: {_describe(hint)}")
-
-
-def _conforms(value, hint) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin is Annotated:
-        base, *extras = args
-        ranges = [e for e in extras if isinstance(e, Range)]
-        return _conforms(value, base) and all(r.holds(float(value)) for r in ranges)
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if origin is Literal:
-        return value in args
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return _is_int(value)
-    if hint is float:
-        return _is_number(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0] if args else Any) for v in value)
-    if origin in (dict, collections.abc.Mapping):
-        return isinstance(value, Mapping)
-    raise TypeError(f"cannot check a value against the declared type {hint!r}")
-
-
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
-        base, *extras = args
-        ranges = [e for e in extras if isinstance(e, Range)]
-        if ranges and base is int and ranges[0] == Range(minimum=1):
-            return "a positive integer"
-        noun = "an integer" if base is int else "a number"
-        return f"{noun} {ranges[0].describe()}" if ranges else _describe(base)
-    if origin in (Union, types.UnionType):
-        parts = [_describe(arg) for arg in args if arg is not type(None)]
-        return " or ".join(parts) + (" or null" if type(None) in args else "")
-    if origin is Literal:
-        return ", ".join(str(a) for a in args)
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint is str:
-        return "text"
-    if origin in (list, tuple, collections.abc.Sequence):
-        return f"a list of ({_describe(args[0])})" if args else "a list"
-    if origin in (dict, collections.abc.Mapping):
-        return "a group of keys"
-    return "any value"
+    if not conforms(value, hint):
+        raise ConfigError(f"{key}={value!r}: allowed: {describe_type(hint)}")

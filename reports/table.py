@@ -30,7 +30,7 @@ DEFENDED = (
 DETECTED = (
     ("detected", "detection_rate"),
     ("q to detect", "queries_to_detection_median"),
-    ("bans", "detections_total"),
+    ("flags", "detections_total"),
     ("FP/query", "false_positive_rate"),
     ("FP/account", "false_positive_rate_accounts"),
 )

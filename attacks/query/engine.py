@@ -36,8 +36,8 @@ class Reply:
     answered: torch.Tensor
     """[rows] bool."""
     rejected: torch.Tensor
-    """[rows] bool: rows the operator's detector flagged (charged, unanswered; the attacker's account was banned
-    and its next account takes over)."""
+    """[rows] bool: rows the operator's detector flagged (charged, unanswered; where a flag bans, the attacker's
+    next account takes over)."""
 
 
 class QueryEngine:

@@ -41,9 +41,10 @@ STEP: the step-size search."""
 START_THRESHOLD = 0.001
 """The blend binary search's precision for a fresh start (the authors' and ART's)."""
 FIRST_DELTA = 0.1
-ADAPT_GROWTH = 2.0
-"""An adaptive attacker's widening of its probe radius per rejected query (OARS's adaptive exploration)."""
 """The probes' radius at an iteration 0 (the authors' and ART's, for inputs in [0, 1])."""
+ADAPT_GROWTH = 2.0
+"""An adaptive attacker's widening of its probe radius per rejected query (OARS's adaptive exploration), up to
+the diagonal of the input space (a probe farther away is clipped back into it anyway)."""
 MAX_HALVINGS = 30
 """The step-size search gives up after this many halvings (the boundary point it steps from fools the judge)."""
 MAX_PROBE_VALUES = 2**25
@@ -341,8 +342,10 @@ class _BatchedRun:
         noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
         delta = self.delta[index].view(view)
         if self.attack.adaptive:  # each rejection doubles the probe radius: probes farther apart, less alike
-            widen = torch.from_numpy(ADAPT_GROWTH ** self.engine.rejections[each].astype(np.float32)).to(self.dev)
-            delta = delta * widen.view(view)
+            rejections = np.minimum(self.engine.rejections[each], 64).astype(np.float32)  # 2**64: past any diagonal
+            widen = torch.from_numpy(ADAPT_GROWTH**rejections).to(self.dev)
+            diagonal = float(np.sqrt(np.prod(self.x0.shape[1:])))
+            delta = (delta * widen.view(view)).clamp(max=diagonal)
         probes = (self.cur[index] + delta * noise).clamp(0.0, 1.0)
         return each, probes, (local, torch.from_numpy(counts).to(self.dev))
 

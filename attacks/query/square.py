@@ -104,7 +104,7 @@ class Square(QueryAttack):
                 continue
             p = square_fraction(self.p_init, iteration[active], schedule[active])
             if self.adaptive:  # each rejection doubles the square's share: the next queries differ more
-                p = np.minimum(p * ADAPT_GROWTH ** engine.rejections[active], 1.0)
+                p = np.minimum(p * ADAPT_GROWTH ** np.minimum(engine.rejections[active], 64), 1.0)
             proposal = self._propose(x0[active], delta[active], p, generator)
             candidate = (x0[active] + proposal).clamp(0.0, 1.0)
             reply = engine.ask(active, candidate)

@@ -22,6 +22,8 @@ from targets.access.shield import Detector, Shield
 
 Scope = Literal["account", "global"]
 SCOPES = ("account", "global")
+OnDetection = Literal["ban", "reject"]
+"""What a flag costs the account: a ban (its later queries refused), or the flagged query alone (see Shield)."""
 
 EVERYONE = -1
 """The key of the one history a global-scope detector keeps (account numbers start at 0)."""
@@ -82,6 +84,12 @@ class HistoryDetector(Detector):
         self._kept_by(account).add(features[:seen])
         return first, scores[:seen]
 
+    def screen_every(self, x: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
+        features = self.features(x)  # once, as in `screen`
+        scores = self._scored_against(account).scores(features)
+        self._kept_by(account).add(features)
+        return scores >= self.threshold, scores
+
     def fresh(self) -> HistoryDetector:
         # A shallow copy shares the encoder and the parameters, which nothing changes after deployment.
         clone = copy.copy(self)
@@ -112,15 +120,16 @@ def _either(names: list[str]) -> str:
 
 
 class DetectionDefense(Defense):
-    """A stateful detector in the Oracle: the judge is served unchanged, and a flagged query is rejected and its
-    account banned. Subclasses build the detector (`detector`) and set its threshold (`threshold`), from
-    their hyperparameters or from the operator's own benign data."""
+    """A stateful detector in the Oracle: the judge is served unchanged, and a flagged query is rejected and,
+    with `on_detection="ban"`, its account banned. Subclasses build the detector (`detector`) and set its
+    threshold (`threshold`), from their hyperparameters or from the operator's own benign data."""
 
     kind = "detection"
 
-    def __init__(self, *, scope: Scope = "account") -> None:
+    def __init__(self, *, scope: Scope = "account", on_detection: OnDetection = "ban") -> None:
         # Subclasses store their hyperparameters under their own names before calling this.
         self.scope = scope
+        self.on_detection = on_detection
         self.check_hyperparameters()
 
     def check(self, policy: AccessPolicy, threat_model: ThreatModel, name: str) -> None:
@@ -137,7 +146,7 @@ class DetectionDefense(Defense):
     def deploy(self, judge: nn.Module, operator: OperatorKit) -> Shield:
         detector = self.detector(judge, operator)
         detector.threshold = self.threshold(detector, operator)
-        return Shield(judge, detector=detector)
+        return Shield(judge, detector=detector, on_detection=self.on_detection)
 
     @abstractmethod
     def detector(self, judge: nn.Module, operator: OperatorKit) -> HistoryDetector:

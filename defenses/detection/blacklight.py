@@ -1,108 +1,294 @@
 """Blacklight (Li et al., USENIX Security 2022): query-based attacks ask about inputs that share most of their
-pixels, so a query sharing many content fingerprints with one stored query is flagged.
+pixels, so a query sharing many content fingerprints with earlier queries is flagged.
 
 A query's fingerprints: its pixels quantised (rounded to multiples of `quantization_step`, so a perturbation
 smaller than half a step leaves a pixel that sits on a level, as blank and full pixels do, where it was), a window
 of `window_size` consecutive values slid over the flattened quantised image every `stride` values, SHA-256 of each
 window, and the `hashes_kept` largest distinct digests (a pseudo-random but consistent choice: two near-identical
-queries keep the same windows). Its score is the largest fraction of its fingerprints shared with any one stored
-query, found through an inverted index (digest -> stored queries) so that the cost grows with the query's
-fingerprints and their holders, not with the history.
+queries keep the same windows).
+
+Its score: the fraction of its fingerprints that an earlier query shares, taken at the `matches`-th best earlier
+query (the best one, as the paper, when `matches` is 1). An honest user who sends a photo again, re-framed or in
+other light, sends one near-duplicate of one earlier query; a query-based attack sends query after query around
+the same point, so each new one nearly matches many earlier ones. Earlier queries that share nothing, and those
+missing when fewer than `matches` were sent, count as sharing no fingerprint.
+
+The search goes through an inverted index (digest -> the stored queries holding it) kept as sorted arrays, so its
+cost grows with the call's fingerprints and their holders, not with the history. The digests of the windows
+already hashed are remembered (`DigestMemo`): hashing takes a Python call per window, most of the cost of
+fingerprinting.
 """
 
 from __future__ import annotations
 
 import hashlib
-from itertools import chain
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from attacks.params import PositiveInt, Range
 from defenses.base import OperatorKit
 from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope
 
-Fingerprints = list[list[int]]
-"""One list of digests per query (at most `hashes_kept`, fewer when the query has fewer distinct windows)."""
+CALL_ROWS = 256
+"""Rows of one call compared with each other at once: bounds their [rows, rows] overlaps however large the call."""
+MERGE_RATIO = 8
+"""How much larger than a new run of postings the run before it may be and still be merged with it."""
+MEMO_WINDOWS = 1 << 20
+"""Windows whose digests a detector remembers, at most (16 MB): an attack's queries repeat nearly all their
+windows, an honest stream of one domain many."""
 
 
-def fingerprints(x: np.ndarray, *, step: float, window: int, stride: int, kept: int) -> Fingerprints:
-    """The fingerprints of each row of `x` (float32 in [0, 1], any shape per row)."""
+@dataclass(frozen=True)
+class Fingerprints:
+    """The fingerprints of a batch of queries: query i's distinct digests (at most `hashes_kept`, fewer when it has
+    fewer distinct windows) are `digests[offsets[i]:offsets[i + 1]]`, each the first 8 bytes of the SHA-256 digest
+    read as an integer (they order digests as the whole digest does; ties have probability 2**-64)."""
+
+    digests: np.ndarray  # uint64 [all the queries' digests]
+    offsets: np.ndarray  # int64 [queries + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, rows: slice) -> Fingerprints:
+        start, stop, step = rows.indices(len(self))
+        if step != 1:
+            raise ValueError("fingerprints are sliced in order")
+        stop = max(start, stop)
+        first = self.offsets[start]
+        return Fingerprints(self.digests[first : self.offsets[stop]], self.offsets[start : stop + 1] - first)
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def holders(self) -> np.ndarray:
+        """The query (0 .. len - 1) each digest belongs to."""
+        return np.repeat(np.arange(len(self)), self.sizes())
+
+    def row(self, i: int) -> np.ndarray:
+        return self.digests[self.offsets[i] : self.offsets[i + 1]]
+
+
+def fingerprints(
+    x: np.ndarray, *, step: float, window: int, stride: int, kept: int, memo: DigestMemo | None = None
+) -> Fingerprints:
+    """The fingerprints of each row of `x` (float32 in [0, 1], any shape per row); `memo` remembers the digests of
+    the windows hashed."""
     x = np.asarray(x, dtype=np.float32)
     levels = np.rint(x.reshape(len(x), int(np.prod(x.shape[1:]))) / step)
     # The narrowest integers that hold every level: a window of 20 one-byte levels is one SHA-256 block.
     levels = levels.astype(np.min_scalar_type(int(np.ceil(1.0 / step))))
-    windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(levels, window, axis=1)[:, ::stride])
+    windows = np.ascontiguousarray(sliding_window_view(levels, window, axis=1)[:, ::stride])
     rows, per_row = windows.shape[:2]
-    blob, size = windows.tobytes(), window * windows.itemsize
-    digests = b"".join([hashlib.sha256(blob[i : i + size]).digest() for i in range(0, len(blob), size)])
-    # The first 8 bytes of a digest order digests as the whole digest does (ties have probability 2**-64) and
-    # make them integers: cheap to sort here and to look up in the index.
-    values = np.frombuffer(digests, dtype=">u8").reshape(rows, per_row, 4)[:, :, 0]
-    ordered = np.sort(values, axis=1)[:, ::-1]
+    memo = DigestMemo(step, window) if memo is None else memo
+    ordered = np.sort(memo.digests(windows.reshape(rows * per_row, window)).reshape(rows, per_row), axis=1)[:, ::-1]
     distinct = np.ones(ordered.shape, dtype=bool)
     distinct[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     keep = distinct & (np.cumsum(distinct, axis=1) <= kept)
-    return [row[mask].tolist() for row, mask in zip(ordered, keep)]
+    return Fingerprints(ordered[keep], np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64))
+
+
+def sha256_values(windows: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of SHA-256 of the bytes of each row of `windows`, as uint64 (one Python call per row: the
+    cost here, not the hashing)."""
+    chunks = np.ascontiguousarray(windows).view(f"V{windows.shape[1] * windows.itemsize}").ravel().tolist()
+    return np.frombuffer(b"".join([hashlib.sha256(chunk).digest() for chunk in chunks]), dtype=">u8")[::4].copy()
+
+
+class DigestMemo:
+    """The digests of the windows already hashed, by the window's number in base `levels` (exact while it fits in
+    63 bits; past that, nothing is remembered). An attack's queries repeat nearly all their windows, honest traffic
+    of one domain many; at most `MEMO_WINDOWS` are kept. Two sorted tables: the newest digests go to a small one,
+    merged into the large one when it grows past `1 / MERGE_RATIO` of it, so that adding a few is cheap."""
+
+    def __init__(self, step: float, window: int) -> None:
+        levels = int(np.ceil(1.0 / step)) + 1
+        self._place = levels ** np.arange(window, dtype=np.int64) if levels**window < 2**63 else None
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64))
+        self._tables = [empty, empty]  # (sorted codes, their digests): the large one, the recent one
+
+    def __len__(self) -> int:
+        return sum(len(codes) for codes, _ in self._tables)
+
+    def digests(self, windows: np.ndarray) -> np.ndarray:
+        """`sha256_values(windows)`, hashing once each distinct window not remembered."""
+        if self._place is None:
+            return sha256_values(windows)
+        codes = windows.astype(np.int64) @ self._place
+        distinct, inverse = _distinct(codes)
+        values = np.zeros(len(distinct), dtype=np.uint64)
+        known = np.zeros(len(distinct), dtype=bool)
+        for table_codes, table_values in self._tables:
+            at = np.searchsorted(table_codes, distinct)
+            found = at < len(table_codes)
+            found[found] = table_codes[at[found]] == distinct[found]
+            values[found] = table_values[at[found]]
+            known |= found
+        new = np.flatnonzero(~known)
+        if len(new):
+            one_each = np.empty(len(distinct), dtype=np.int64)
+            one_each[inverse] = np.arange(len(codes))  # a window of each distinct code
+            values[new] = sha256_values(windows[one_each[new]])
+            self._remember(distinct[new], values[new])
+        return values[inverse]
+
+    def _remember(self, codes: np.ndarray, values: np.ndarray) -> None:
+        if len(self) >= MEMO_WINDOWS:
+            return
+        (large_codes, large_values), (recent_codes, recent_values) = self._tables
+        at = np.searchsorted(recent_codes, codes)
+        recent_codes, recent_values = np.insert(recent_codes, at, codes), np.insert(recent_values, at, values)
+        if MERGE_RATIO * len(recent_codes) < len(large_codes):
+            self._tables[1] = (recent_codes, recent_values)
+            return
+        merged = np.concatenate([large_codes, recent_codes])
+        order = np.argsort(merged, kind="stable")  # timsort: two sorted runs merged in one linear pass
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64))
+        self._tables = [(merged[order], np.concatenate([large_values, recent_values])[order]), empty]
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values, sorted; the index of each value among them): `np.unique`'s, by an unstable sort."""
+    order = np.argsort(values)
+    ordered = values[order]
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    inverse = np.empty(len(values), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
+class _Postings:
+    """(digest, query number) pairs sorted by digest: one sorted run of a `HashIndex`."""
+
+    def __init__(self, digests: np.ndarray, numbers: np.ndarray) -> None:
+        self.digests, self.numbers = digests, numbers
+        first = np.ones(len(digests), dtype=bool)
+        np.not_equal(digests[1:], digests[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        self.keys = digests[starts]
+        self.bounds = np.append(starts, len(digests))  # the pairs of keys[i] are bounds[i] .. bounds[i + 1] - 1
+
+    @classmethod
+    def of(cls, prints: Fingerprints, first: int) -> _Postings:
+        """The postings of `prints`, its queries numbered from `first`."""
+        order = np.argsort(prints.digests)
+        return cls(prints.digests[order], (prints.holders() + first)[order])
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def merged(self, other: _Postings) -> _Postings:
+        digests = np.concatenate([self.digests, other.digests])
+        order = np.argsort(digests, kind="stable")  # timsort: two sorted runs are merged in one linear pass
+        return _Postings(digests[order], np.concatenate([self.numbers, other.numbers])[order])
+
+    def holders(self, digests: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each posting of each of `digests` (sorted, so that the search walks the keys in order) held by
+        `rows`: (the row, the number of the query posted)."""
+        if not len(self.keys):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        at = np.searchsorted(self.keys, digests)
+        found = self.keys[np.minimum(at, len(self.keys) - 1)] == digests
+        at = at[found]
+        first, count = self.bounds[at], self.bounds[at + 1] - self.bounds[at]
+        pairs = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(count.sum())
+        return np.repeat(rows[found], count), self.numbers[pairs]
 
 
 class HashIndex(History):
-    """Digest -> the numbers of the stored queries holding it, in the order they were stored."""
+    """Digest -> the numbers of the stored queries holding it: a few sorted runs of postings, the newest smallest.
+    A new run is merged into the one before it while that one is at most `MERGE_RATIO` times larger: few runs to
+    search, and each posting copied a few times over the history's growth."""
 
-    def __init__(self) -> None:
-        self._postings: dict[int, list[int]] = {}
+    def __init__(self, matches: int) -> None:
+        self.matches = matches
+        self._runs: list[_Postings] = []
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, prints: Fingerprints) -> None:
-        _post(self._postings, prints, self._count)
+        run = _Postings.of(prints, self._count)
+        while self._runs and len(self._runs[-1]) <= MERGE_RATIO * len(run):
+            run = self._runs.pop().merged(run)
+        if len(run):
+            self._runs.append(run)
         self._count += len(prints)
 
     def scores(self, prints: Fingerprints) -> np.ndarray:
         scores = np.full(len(prints), -np.inf)
-        earlier: dict[int, list[int]] = {}  # digest -> this call's rows holding it, numbered after the stored
-        for row, digests in enumerate(prints):
-            number = self._count + row
-            holders = [self._postings.get(digest, ()) for digest in digests]
-            for digest in digests:  # this row joins the call's postings; it is taken out of the count below
-                mine = earlier.get(digest)
-                if mine is None:
-                    earlier[digest] = mine = []
-                holders.append(mine)
-                mine.append(number)
-            if number and digests:
-                shared = np.bincount(np.fromiter(chain.from_iterable(holders), dtype=np.int64))
-                shared[number] = 0
-                scores[row] = shared.max() / len(digests)
+        earlier: list[_Postings] = []  # the call's rows before the current block, numbered after the stored
+        for start in range(0, len(prints), CALL_ROWS):
+            block = prints[start : start + CALL_ROWS]
+            row, shared = _shared_with(block, self._runs + earlier)
+            sizes = block.sizes()
+            # counts[r, c - 1]: the earlier queries sharing at least c of row r's digests, for c = 1 .. the most
+            width = int(sizes.max(initial=0))
+            holding = np.bincount(row * (width + 1) + shared, minlength=len(block) * (width + 1))
+            counts = np.cumsum(holding.reshape(len(block), width + 1)[:, :0:-1], axis=1)[:, ::-1]
+            # the matches-th largest number of shared digests: the largest c that `matches` earlier queries reach
+            best = (counts >= self.matches).sum(axis=1)
+            compared = self._count + start + np.arange(len(block)) > 0
+            rows = np.flatnonzero(compared & (sizes > 0))
+            scores[start + rows] = best[rows] / sizes[rows]
+            if start + CALL_ROWS < len(prints):
+                earlier = [_Postings.of(prints[: start + CALL_ROWS], self._count)]
         return scores
 
 
-def _post(postings: dict[int, list[int]], prints: Fingerprints, first: int) -> None:
-    """Record that query number first + i holds each digest of prints[i] (its digests are distinct)."""
-    for number, digests in enumerate(prints, start=first):
-        for digest in digests:
-            holders = postings.get(digest)
-            if holders is None:
-                postings[digest] = [number]
-            else:
-                holders.append(number)
+def _shared_with(block: Fingerprints, runs: list[_Postings]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, digests shared) for each row of `block` and each query before it that shares any: in `runs`, or an
+    earlier row of the block."""
+    order = np.argsort(block.digests)
+    digests, rows = block.digests[order], block.holders()[order]
+    pairs = [run.holders(digests, rows) for run in runs]
+    row = np.concatenate([np.zeros(0, np.int64)] + [held_by for held_by, _ in pairs])
+    number = np.concatenate([np.zeros(0, np.int64)] + [posted for _, posted in pairs])
+    numbers = int(number.max(initial=0)) + 1
+    pair, shared = np.unique(row * numbers + number, return_counts=True)  # one (row, query) per digest shared
+    found_rows, found_shared = [pair // numbers], [shared]
+    # Within the block: rows as sets of the digests that two or more of them hold, overlapped by one product.
+    first = np.ones(len(digests), dtype=bool)
+    first[1:] = digests[1:] != digests[:-1]
+    group = np.cumsum(first) - 1
+    common = np.bincount(group)[group] > 1
+    if common.any():
+        column = np.unique(group[common], return_inverse=True)[1]
+        incidence = torch.zeros((len(block), int(column.max()) + 1))
+        incidence[rows[common], column] = 1.0
+        # torch's product, on the operator's threads (numpy's BLAS may spin threads of its own)
+        overlap = torch.tril(incidence @ incidence.T, -1).numpy()  # exact: integers far below 2**24
+        later, before = np.nonzero(overlap)
+        found_rows.append(later)
+        found_shared.append(overlap[later, before].astype(np.int64))
+    return np.concatenate(found_rows), np.concatenate(found_shared)
 
 
 class BlacklightDetector(HistoryDetector):
-    """Scores a query by the largest fraction of its fingerprints that one stored query shares."""
+    """Scores a query by the fraction of its fingerprints that its `matches`-th best earlier query shares."""
 
-    def __init__(self, *, step: float, window: int, stride: int, kept: int, scope: Scope) -> None:
+    def __init__(self, *, step: float, window: int, stride: int, kept: int, matches: int, scope: Scope) -> None:
         super().__init__(scope=scope)
-        self.step, self.window, self.stride, self.kept = step, window, stride, kept
+        self.step, self.window, self.stride, self.kept, self.matches = step, window, stride, kept, matches
+        self._memo = DigestMemo(step, window)
 
     def features(self, x: np.ndarray) -> Fingerprints:
-        return fingerprints(x, step=self.step, window=self.window, stride=self.stride, kept=self.kept)
+        return fingerprints(x, step=self.step, window=self.window, stride=self.stride, kept=self.kept, memo=self._memo)
 
     def new_history(self) -> HashIndex:
-        return HashIndex()
+        return HashIndex(self.matches)
+
+    def fresh(self) -> BlacklightDetector:
+        clone = super().fresh()
+        clone._memo = DigestMemo(self.step, self.window)  # the windows this copy has seen: none yet
+        return clone
 
 
 class Blacklight(DetectionDefense):
@@ -114,6 +300,7 @@ class Blacklight(DetectionDefense):
         stride: PositiveInt = 1,
         hashes_kept: PositiveInt = 50,
         match_fraction: Annotated[float, Range(above=0, maximum=1)] = 0.5,
+        matches: PositiveInt = 3,
         **common,
     ) -> None:
         self.quantization_step = quantization_step
@@ -121,6 +308,7 @@ class Blacklight(DetectionDefense):
         self.stride = stride
         self.hashes_kept = hashes_kept
         self.match_fraction = match_fraction
+        self.matches = matches
         super().__init__(**common)
 
     def detector(self, judge: nn.Module, operator: OperatorKit) -> BlacklightDetector:
@@ -135,6 +323,7 @@ class Blacklight(DetectionDefense):
             window=self.window_size,
             stride=self.stride,
             kept=self.hashes_kept,
+            matches=self.matches,
             scope=self.scope,
         )
 

@@ -33,7 +33,7 @@ from defenses.detection.encoders import (
 )
 
 CALL_ROWS = 256
-"""Rows of one call scored together: bounds the [stored, rows] matrix of ranking keys however large the call."""
+"""Rows of one call scored together: bounds the [rows, stored] matrix of ranking keys however large the call."""
 STORED_COLUMNS = 65_536
 """Stored queries ranked at once: bounds the same matrix however long the history grows."""
 BLOCK = 16
@@ -43,12 +43,17 @@ CALIBRATION_ROWS = 5_000
 """At most this many of the operator's benign examples set the threshold (leave-one-out is quadratic)."""
 
 
+def with_norms(points: torch.Tensor) -> torch.Tensor:
+    """[points, dim + 1]: each point with its squared norm appended, as `nearest` takes them."""
+    return torch.cat([points, (points * points).sum(1, keepdim=True)], dim=1)
+
+
 def ranking_keys(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """[len(points), len(queries)]: |p|^2 - 2 p.q, the squared distance less |q|^2, which orders each query's
-    points as the distance does. One matrix product: fast, but rounded by the size of the norms, so it only
-    chooses the neighbours (`nearest` measures them again exactly). Points along the first axis, so that the
-    minimum over a block of points is an elementwise minimum of whole rows."""
-    return torch.addmm((points * points).sum(1, keepdim=True), points, queries.T, alpha=-2.0)
+    """[len(queries), len(points)]: |p|^2 - 2 p.q for `points` given `with_norms`, the squared distance less
+    |q|^2, which orders each query's points as the distance does. One matrix product, the norm term included:
+    fast, but rounded by the size of the norms, so it only chooses the neighbours (`nearest` measures them again
+    exactly). A row per query: the searches that follow read each query's keys from contiguous memory."""
+    return torch.mm(torch.cat([-2.0 * queries, queries.new_ones((len(queries), 1))], dim=1), points.T)
 
 
 def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,33 +65,33 @@ def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def k_smallest(keys: torch.Tensor, k: int) -> torch.Tensor:
     """The point indices [queries, min(k, points)] of the k smallest keys of each query, in no order, from `keys`
-    [points, queries].
+    [queries, points] (contiguous).
 
     Exact, in two stages when there are many points: each of a query's k smallest keys lies in a block whose
     minimum is among its k smallest block minima (a block holding one of them has a minimum no larger than it, and
-    fewer than k keys are smaller), so only those k blocks are searched. Several times faster than one `topk` over
-    10,000 stored queries on a CPU."""
-    points, queries = keys.shape
-    by_query = keys.T
+    fewer than k keys are smaller), so only those k blocks are searched. Block b holds the points b, b + blocks,
+    b + 2 blocks, ...: its minima over all queries are an elementwise minimum of `BLOCK` whole stretches of each
+    row. Several times faster than one `topk` over 10,000 stored queries on a CPU."""
+    queries, points = keys.shape
     if points <= k:
         return torch.arange(points, device=keys.device).expand(queries, -1)
     blocks = points // BLOCK
     if blocks <= 2 * k:
-        return smallest(by_query.contiguous(), k)
-    minima = keys[: blocks * BLOCK].reshape(blocks, BLOCK, queries).amin(1)
-    chosen = smallest(minima.T.contiguous(), k)
-    offsets = torch.arange(BLOCK, device=keys.device)
-    candidates = (chosen[:, :, None] * BLOCK + offsets).reshape(queries, k * BLOCK)
+        return smallest(keys, k)
+    minima = keys.as_strided((queries, BLOCK, blocks), (keys.stride(0), blocks, 1)).amin(1)
+    chosen = smallest(minima, k)
+    members = blocks * torch.arange(BLOCK, device=keys.device)
+    candidates = (chosen[:, :, None] + members).reshape(queries, k * BLOCK)
     tail = torch.arange(blocks * BLOCK, points, device=keys.device).expand(queries, -1)  # past the last whole block
     candidates = torch.cat([candidates, tail], dim=1)
-    return candidates.gather(1, smallest(by_query.gather(1, candidates), k))
+    return candidates.gather(1, smallest(keys.gather(1, candidates), k))
 
 
 def nearest(
     queries: torch.Tensor, points: torch.Tensor, k: int, *, queries_at: int | None = None, causal: bool = False
 ) -> torch.Tensor:
     """[queries, min(k, points)] exact squared distances from each query to its k nearest points (no order), inf
-    where fewer than k points are allowed.
+    where fewer than k points are allowed. `points` come `with_norms`.
 
     When the queries are among the points (query i is point `queries_at + i`), a query is not its own neighbour,
     and with `causal` it does not see the queries after it either."""
@@ -99,8 +104,9 @@ def nearest(
         index = k_smallest(keys, k)
         # Measured again from the differences: exact to float32 rounding whatever the norms or the batch, so a
         # call's scores equal the scores of its rows asked one by one, and a repeat is at distance 0.
-        exact = (queries[:, None, :] - chunk[index]).square_().sum(2)
-        exact.masked_fill_(torch.isinf(keys.T.gather(1, index)), math.inf)
+        neighbours = chunk.index_select(0, index.reshape(-1)).view(*index.shape, chunk.shape[1])[:, :, :-1]
+        exact = (queries[:, None, :] - neighbours).square_().sum(2)
+        exact.masked_fill_(torch.isinf(keys.gather(1, index)), math.inf)
         best = torch.cat([best, exact], dim=1)
         if start:  # several chunks: keep the k nearest over all of them
             best = best.topk(min(k, best.shape[1]), dim=1, largest=False, sorted=False).values
@@ -108,15 +114,15 @@ def nearest(
 
 
 def _exclude_own(keys: torch.Tensor, start: int, queries_at: int, causal: bool) -> None:
-    """Set to inf the keys [chunk points, queries] of the pairs (point queries_at + j, query i) with j == i, or
+    """Set to inf the keys [queries, chunk points] of the pairs (query i, point queries_at + j) with j == i, or
     with j >= i when `causal`, for the points of the chunk that begins at point `start`."""
-    points, queries = keys.shape
+    queries, points = keys.shape
     first, last = max(queries_at, start), min(queries_at + queries, start + points)
     if first >= last:
         return
-    own = torch.arange(first - queries_at, last - queries_at, device=keys.device)[:, None]
-    query = torch.arange(queries, device=keys.device)[None, :]
-    keys[first - start : last - start].masked_fill_(own >= query if causal else own == query, math.inf)
+    own = torch.arange(first - queries_at, last - queries_at, device=keys.device)[None, :]
+    query = torch.arange(queries, device=keys.device)[:, None]
+    keys[:, first - start : last - start].masked_fill_(own >= query if causal else own == query, math.inf)
 
 
 def mean_distance_scores(squared: torch.Tensor) -> np.ndarray:
@@ -129,7 +135,8 @@ def mean_distance_scores(squared: torch.Tensor) -> np.ndarray:
 
 
 class FeatureHistory(History):
-    """Stored feature rows in a preallocated tensor that doubles when full: adding a call's rows is one copy."""
+    """Stored feature rows, `with_norms`, in a preallocated tensor that doubles when full: adding a call's rows is
+    one copy."""
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -156,7 +163,9 @@ class FeatureHistory(History):
         return np.concatenate(parts)
 
     def _stage(self, features: torch.Tensor) -> None:
-        """Copy `features` after the stored rows, growing the buffer (doubling) if they do not fit."""
+        """Copy `features` (with their norms) after the stored rows, growing the buffer (doubling) if they do not
+        fit."""
+        features = with_norms(features)
         needed = self._count + len(features)
         if self._rows is None:
             self._rows = features.new_empty((max(64, 2 * needed), features.shape[1]))
@@ -184,10 +193,11 @@ class KnnDetector(HistoryDetector):
     def leave_one_out_scores(self, x: np.ndarray) -> np.ndarray:
         """Each row of `x` scored against all the others, as if they were its stored history."""
         features = self.features(x)
+        points = with_norms(features)
         scores = []
         for start in range(0, len(features), CALL_ROWS):
             rows = features[start : start + CALL_ROWS]
-            scores.append(mean_distance_scores(nearest(rows, features, self.k, queries_at=start)))
+            scores.append(mean_distance_scores(nearest(rows, points, self.k, queries_at=start)))
         return np.concatenate(scores)
 
 

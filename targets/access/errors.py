@@ -37,14 +37,15 @@ class AccountLimitReached(QueryRefused):
 
 
 class QueryRejected(QueryRefused):
-    """The operator's detector flagged a query: it was charged, not answered, and the account is banned."""
+    """The operator's detector flagged a query: it was charged, not answered, and (`banned`) the account may have
+    been banned for it."""
 
-    def __init__(self, example: Hashable, account: int, answered: np.ndarray) -> None:
-        super().__init__(
-            f"a query for example {example!r} was flagged by the detector: account {account} banned", answered
-        )
+    def __init__(self, example: Hashable, account: int, answered: np.ndarray, *, banned: bool = True) -> None:
+        outcome = f"account {account} banned" if banned else "query rejected"
+        super().__init__(f"a query for example {example!r} was flagged by the detector: {outcome}", answered)
         self.example = example
         self.account = account
+        self.banned = banned
 
 
 class AccountBanned(QueryRefused):

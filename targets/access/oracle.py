@@ -14,9 +14,10 @@ shape.
 
 The operator's shield (`targets.access.shield.Shield`) sits inside: the model it evaluates (the judge, or the
 judge wrapped by a defense), a filter on every answer, and a stateful detector. Rows within the limits are shown
-to the detector in order; the first row it flags is rejected (charged to its example and the account's quota,
-as the query was made, but never evaluated) and its account is banned. A banned account's rows are refused:
-counted in the ledger, never charged, never evaluated.
+to the detector in order. A row it flags is rejected: charged to its example and the account's quota, as the
+query was made, but never evaluated. With `on_detection="ban"` (the default) the first flagged row also bans its
+account: the account's later rows are refused, counted in the ledger, never charged, never evaluated. With
+`"reject"` every row is screened, each flagged row is rejected alone, and the account goes on.
 
 Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds apart,
 one after another; the ledger records when each call started and ended. The Oracle speaks numpy in and numpy
@@ -55,9 +56,11 @@ class Answers:
     over_budget: np.ndarray
     """Which rows were refused because their example's budget was spent."""
     rejected: np.ndarray = field(default=None)  # type: ignore[assignment]
-    """Which rows the detector flagged: charged to their example, never evaluated (the account is banned)."""
+    """Which rows the detector flagged: charged to their example, never evaluated."""
     banned: np.ndarray = field(default=None)  # type: ignore[assignment]
     """Which rows were refused because their account is banned: not charged; another account may ask them."""
+    account_banned: bool = False
+    """Whether the account is banned after this call (what the API tells a banned caller)."""
 
     def __post_init__(self) -> None:
         for name in ("rejected", "banned"):
@@ -89,8 +92,8 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class Detection:
-    """A query the detector flagged: the account it banned, the example it was charged to, that example's
-    query count with it, the call, and when (simulated seconds)."""
+    """A query the detector flagged: the account that sent it (banned, unless the operator only rejects), the
+    example it was charged to, that example's query count with it, the call, and when (simulated seconds)."""
 
     account: int
     example: Hashable
@@ -129,6 +132,7 @@ class Oracle:
         self._model = _served(shield.model)
         self._output_filter = shield.output_filter
         self._detector = shield.detector
+        self._bans = shield.on_detection == "ban"
         self.banned: set[int] = set()
         self.detections: list[Detection] = []
         self.screened_scores: list[np.ndarray] = []
@@ -168,7 +172,10 @@ class Oracle:
         answers = self.query_rows(x, [example] * len(x), account=account)
         evaluated = answers.values[answers.answered]
         if answers.rejected.any():
-            raise QueryRejected(example, account, evaluated)
+            # The answers before the first rejected row; without bans, rows after it were answered (and charged)
+            # too, but a caller that reads answers in order cannot place them: they are dropped.
+            first = int(np.flatnonzero(answers.rejected)[0])
+            raise QueryRejected(example, account, answers.values[:first], banned=answers.account_banned)
         if answers.banned.any():
             raise AccountBanned(account, evaluated)
         if answers.refused_by_account.any():
@@ -203,7 +210,9 @@ class Oracle:
             banned = np.ones(n, dtype=bool)
             for example in order:
                 self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
-            return Answers(self._blank(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), banned=banned)
+            return Answers(
+                self._blank(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), banned=banned, account_banned=True
+            )
         # Each row's rank among its own example's rows, in row order, against that example's allowance.
         index = {example: k for k, example in enumerate(order)}
         codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=n)
@@ -222,6 +231,7 @@ class Oracle:
             values[answered] = self._answer(x[answered])
         count = lambda mask: np.bincount(codes[mask], minlength=len(order))  # noqa: E731
         evaluated, refused, banned_rows = count(answered), count(rejected), count(banned)
+        used_before = {example: self._used[example] for example in order}
         over, unasked = count(~within_budget), count(within_budget & ~admitted)
         for k, example in enumerate(order):
             self._charge(
@@ -230,19 +240,30 @@ class Oracle:
             if over[k] and not unasked[k]:
                 self._exhausted.add(example)  # its budget is spent, not merely the account's quota
         if rejected.any():
-            row = int(np.flatnonzero(rejected)[0])
-            example = examples[row]
-            self.banned.add(account)
-            self.detections.append(Detection(account, example, self._used[example], self._calls, self.clock))
-        return Answers(values, answered, ~within_budget, rejected=rejected, banned=banned)
+            charged = answered | rejected
+            for row in np.flatnonzero(rejected):  # one row when the flag bans
+                mine = codes[: row + 1] == codes[row]
+                query = used_before[examples[row]] + int((charged[: row + 1] & mine).sum())
+                self.detections.append(Detection(account, examples[row], query, self._calls, self.clock))
+            if self._bans:
+                self.banned.add(account)
+        return Answers(
+            values, answered, ~within_budget, rejected=rejected, banned=banned, account_banned=account in self.banned
+        )
 
     def _screen(self, x: np.ndarray, admitted: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
-        """The detector's look at the admitted rows, in order: (the flagged row, the rows after it), as masks."""
+        """The detector's look at the admitted rows, in order, as masks: (rejected, refused by the ban). With bans,
+        the first flagged row and the rows after it; otherwise every flagged row, and none refused."""
         rejected = np.zeros(len(x), dtype=bool)
         banned = np.zeros(len(x), dtype=bool)
         if self._detector is None or not admitted.any():
             return rejected, banned
         rows = np.flatnonzero(admitted)
+        if not self._bans:
+            flags, scores = self._detector.screen_every(x[rows], account)
+            self.screened_scores.append(scores)
+            rejected[rows[flags]] = True
+            return rejected, banned
         flagged, scores = self._detector.screen(x[rows], account)
         self.screened_scores.append(scores)
         if flagged is not None:

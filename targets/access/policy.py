@@ -17,6 +17,10 @@ from typing import Hashable, Mapping
 
 SHARED = "shared"
 
+SYBIL = ("rotate", "spread")
+"""How the attacker uses its accounts (`AttackerClient`): one after another, or each example's queries spread
+round all of them."""
+
 
 class Weights(StrEnum):
     OPEN = "open"
@@ -58,6 +62,8 @@ class AccessPolicy:
     rate: float | None = None
     accounts: int = 1
     account_cost: float = 0.0
+    sybil: str = "rotate"
+    queries_per_visit: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _choice("access.weights", self.weights, Weights))
@@ -69,6 +75,11 @@ class AccessPolicy:
             _positive_number("access.rate", self.rate, "a positive number of queries per minute, or null")
         if isinstance(self.accounts, bool) or not isinstance(self.accounts, int) or self.accounts < 1:
             raise ValueError(f"access.accounts={self.accounts!r}: allowed: a positive integer")
+        if self.sybil not in SYBIL:
+            raise ValueError(f"access.sybil={self.sybil!r}: allowed: {', '.join(SYBIL)}")
+        q = self.queries_per_visit
+        if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+            raise ValueError(f"access.queries_per_visit={q!r}: allowed: a positive integer")
         cost = self.account_cost
         if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf:
             raise ValueError(f"access.account_cost={self.account_cost!r}: allowed: a number >= 0")

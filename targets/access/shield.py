@@ -6,7 +6,9 @@ module; nothing here imports a defense).
   sigmoid, labels only): probabilities in, probabilities-shaped rows out; the verdict is the arg-max of what
   is returned;
 - a **detector** watches the queries (each account's history, or every account's) and flags a query that
-  looks like part of an attack; on a flag the Oracle rejects that query and bans the account.
+  looks like part of an attack; on a flag the Oracle rejects that query and, as the shield's `on_detection`
+  says, bans the account (`"ban"`) or only refuses the query and goes on listening (`"reject"`: the setting of
+  Blacklight's and PIHA's papers and of the OARS attacks on them).
 """
 
 from __future__ import annotations
@@ -60,12 +62,30 @@ class Detector(ABC):
         self.remember(x[:seen], account)
         return first, scores[:seen]
 
+    def screen_every(self, x: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
+        """Score the rows of one call in order and store them all, flagged ones included (the operator saw
+        them); returns (which rows are flagged, their scores). What the Oracle calls when a flag only rejects."""
+        scores = self.scores(x, account)
+        self.remember(x, account)
+        return scores >= self.threshold, scores
+
+
+ON_DETECTION = ("ban", "reject")
+"""What the operator does when its detector flags a query: reject it and ban the account (its later queries are
+refused), or reject only that query and keep answering the account."""
+
 
 @dataclass(frozen=True)
 class Shield:
     """One deployment of a defense: the model the Oracle evaluates (the judge, or the judge wrapped, e.g. with
-    input noise), the filter on its answers, and the detector on its queries (each may be absent)."""
+    input noise), the filter on its answers, the detector on its queries (each may be absent), and what a
+    detection costs the account (`on_detection`, one of `ON_DETECTION`)."""
 
     model: nn.Module
     output_filter: OutputFilter | None = None
     detector: Detector | None = None
+    on_detection: str = "ban"
+
+    def __post_init__(self) -> None:
+        if self.on_detection not in ON_DETECTION:
+            raise ValueError(f"defense.on_detection={self.on_detection!r}: allowed: {', '.join(ON_DETECTION)}")

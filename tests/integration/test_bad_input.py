@@ -72,6 +72,9 @@ BAD = [
     ([*SCORES, "attack.backend=art", "attack.adaptive=true"], "attack=square: attack.blinding and attack.adaptive"),
     (["benign.mix.fresh=0.5"], "benign.mix: fresh + resubmit + crop_shift + brightness = 0.65, must sum to 1"),
     (["benign.accounts=0"], "benign.accounts=0: allowed: a positive integer"),
+    ([*SCORES, "defense=piha", "defense.on_detection=kick"], "defense.on_detection='kick': allowed: ban, reject"),
+    (["access.sybil=swarm"], "access.sybil='swarm': allowed: rotate, spread"),
+    (["access.queries_per_visit=0"], "access.queries_per_visit=0: allowed: a positive integer"),
 ]
 
 

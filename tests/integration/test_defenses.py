@@ -102,3 +102,36 @@ def test_the_false_positive_rate_is_counted_on_the_benign_stream():
     resubmitted = runner.run(repeats, runner.load_data(repeats))
     assert resubmitted["false_positive_rate_accounts"] > clean["false_positive_rate_accounts"]
     assert clean["benign_queries"] == 4 * 20  # no honest account banned: every query sent
+
+
+def attacked_through_the_runner(*overrides: str):
+    settings = tiny_settings("square", *SCORES, *overrides, *SMALL_STREAM)
+    data = runner.load_data(settings)
+    with mlflow.start_run():
+        provisioned = runner.provision(settings, data)
+        selection = runner.select_examples(settings, provisioned, settings.attack_instance)
+        client = AttackerClient(provisioned.oracle)
+        result = runner.run_attack(settings, provisioned, selection, settings.attack_instance, client)
+        runner.audit_ledger(provisioned.oracle, result)
+    return provisioned.oracle, result
+
+
+def test_without_bans_each_flagged_query_is_rejected_and_charged_and_the_account_goes_on():
+    oracle, result = attacked_through_the_runner("defense=piha", "defense.on_detection=reject")
+    rejected = sum(e.rejected for e in oracle.ledger)
+    assert rejected > 0 and len(oracle.detections) == rejected and not oracle.banned
+    assert {e.account for e in oracle.ledger} == {0}
+    unfooled = result.queries_to_success < 0
+    assert unfooled.any() and (result.queries[unfooled] == 30).all()  # rejections spend the budget, not end it
+    assert int(result.queries.sum()) == oracle.queries_total
+
+
+def test_a_spreading_sybil_attacker_sends_each_examples_queries_round_its_accounts():
+    oracle, result = attacked_through_the_runner("access.accounts=3", "access.sybil=spread")
+    per_example: dict = {}
+    for entry in oracle.ledger:
+        if entry.evaluated:
+            per_example.setdefault(entry.example, set()).add(entry.account)
+    long_enough = [e for e, q in enumerate(result.queries) if q >= 3]
+    assert long_enough and all(per_example[e] == {0, 1, 2} for e in long_enough)
+    assert int(result.queries.sum()) == oracle.queries_total

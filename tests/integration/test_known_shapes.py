@@ -2,7 +2,8 @@
 
 - the stateful detectors catch unadapted Square and HopSkipJump within tens of queries, at a benign per-query
   false-positive rate of at most 1% on fresh held-out inputs;
-- the adaptive attacker with many accounts brings success under detection back toward the undefended level;
+- the adaptive attacker with many accounts brings success under detection back toward the undefended level, and
+  spreading each example's queries over them evades a detector that watches each account alone;
 - output noise lowers score-based success, and its cost to honest users is logged beside it;
 - input noise lowers score-based success at almost no cost in clean accuracy.
 """
@@ -60,6 +61,20 @@ def test_the_adaptive_sybil_attacker_wins_back_what_detection_took():
     assert one_account["attack_success_rate"] < undefended["attack_success_rate"]
     assert adaptive_sybil["attack_success_rate"] > one_account["attack_success_rate"]
     assert adaptive_sybil["detections_total"] > 1  # the win was paid for in banned accounts
+
+
+@pytest.mark.slow
+def test_spreading_each_examples_queries_over_accounts_evades_a_detector_that_watches_each_alone():
+    """A Sybil attacker that sends each example's queries round 100 accounts leaves each account's history too
+    thin to look like an attack; a detector that watches every account together still sees it."""
+    undefended = run("square")
+    spread = ["defense=knn_similarity", "access.accounts=100", "access.sybil=spread", *FRESH_STREAM]
+    per_account = run("square", *spread)
+    everyone = run("square", *spread, "defense.scope=global")
+    assert per_account["attack_success_rate"] >= undefended["attack_success_rate"] - 0.05
+    assert per_account["detections_total"] < 100  # accounts left over: the detector never cut the attack off
+    assert everyone["attack_success_rate"] < per_account["attack_success_rate"] - 0.1
+    assert everyone["detection_rate"] > per_account["detection_rate"] + 0.5
 
 
 @pytest.mark.slow

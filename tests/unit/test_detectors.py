@@ -5,6 +5,7 @@ builds from its YAML and refuses values out of range."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from omegaconf import OmegaConf
 
 from attacks.params import declared_hyperparameters
 from defenses.base import Defense, OperatorKit
+from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
 from defenses.detection.base import HistoryDetector
-from defenses.detection.blacklight import Blacklight
+from defenses.detection.blacklight import Blacklight, DigestMemo, fingerprints
 from defenses.detection.encoders import penultimate_encoder
 from defenses.detection.knn_similarity import KnnSimilarity, k_smallest
 from defenses.detection.piha import Piha
@@ -150,11 +152,17 @@ def test_scores_within_one_call_equal_scores_one_call_per_row(detectors, digits,
 
 
 @pytest.mark.parametrize("name", DEFENSES)
-def test_a_first_query_scores_minus_infinity_and_an_exact_repeat_is_flagged(detectors, digits, name):
+def test_a_first_query_scores_minus_infinity_and_exact_repeats_are_flagged_once_they_match_enough(
+    detectors, digits, name
+):
     detector = detectors[name].fresh()
     image = digits.data.eval.x[:1]
     first, scores = detector.screen(image, account=0)
     assert first is None and scores.tolist() == [-np.inf]
+    # The hashing detectors flag a query only when `matches` earlier ones match it; the kNN one at the first repeat.
+    for _ in range(getattr(detector, "matches", 1) - 1):
+        first, scores = detector.screen(image, account=0)
+        assert first is None and scores[0] < detector.threshold
     first, _ = detector.screen(image, account=0)
     assert first == 0
 
@@ -218,6 +226,106 @@ def test_a_detected_query_is_rejected_by_the_oracle_and_bans_the_account(detecto
     assert api.banned == {0}
 
 
+# --- the hashing detectors' `matches`: how many earlier queries must match ------------------------------------------
+
+HASHING = {"blacklight": Blacklight, "piha": Piha}
+
+
+def hashing_detector(digits, name: str, **hyperparameters) -> HistoryDetector:
+    return HASHING[name](**hyperparameters).deploy(digits.judge, operator_kit(digits)).detector
+
+
+def shares(detector: HistoryDetector, x: np.ndarray) -> np.ndarray:
+    """[rows, rows]: the fraction of row i's fingerprints (Blacklight) or hash bits (PIHA) that row j shares, by
+    brute force over every pair."""
+    features = detector.features(x)
+    if isinstance(features, np.ndarray):  # PIHA's packed hashes
+        bits = np.unpackbits(features.view(np.uint8), axis=1)
+        return 1.0 - (bits[:, None, :] != bits[None, :, :]).sum(axis=2) / detector.bits
+    prints = [set(features.row(i).tolist()) for i in range(len(features))]
+    return np.array([[len(mine & theirs) / len(mine) for theirs in prints] for mine in prints])
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_a_query_that_matches_fewer_than_matches_earlier_queries_is_not_flagged(detectors, digits, name):
+    detector = hashing_detector(digits, name, matches=2)
+    image, other = digits.data.eval.x[:1], digits.data.eval.x[1:2]
+    detector.remember(np.concatenate([image, other]), account=0)
+    # one earlier query matches it fully (an honest re-submission): the score is the share of the second best
+    np.testing.assert_allclose(
+        detector.scores(image, account=0), [shares(detector, np.concatenate([image, other]))[0, 1]]
+    )
+    assert detector.scores(image, account=0)[0] < detector.threshold
+    detector.remember(image, account=0)
+    assert detector.scores(image, account=0).tolist() == [1.0]  # two do
+    assert detector.fresh().scores(image, account=0).tolist() == [-np.inf]
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_matches_count_the_earlier_rows_of_the_same_call(detectors, digits, name):
+    detector = hashing_detector(digits, name, matches=2)
+    repeats = np.repeat(digits.data.eval.x[:1], 4, axis=0)
+    # nothing to compare with; one match (the missing second shares nothing); two; three
+    assert detector.scores(repeats, account=0).tolist() == [-np.inf, 0.0, 1.0, 1.0]
+    first, scores = detector.screen(repeats, account=0)
+    assert first == 2 and detector.stored(0) == 3
+
+
+@pytest.mark.parametrize("matches", [1, 2, 5])
+@pytest.mark.parametrize("name", HASHING)
+def test_a_score_is_the_share_of_the_matches_th_best_earlier_query(digits, name, matches):
+    rng = np.random.default_rng(6)
+    stored, x = digits.data.attacker.x[:40], mixed_stream(digits, rng)  # 300 rows: more than one block of a call
+    detector = hashing_detector(digits, name, matches=matches)
+    detector.remember(stored, account=0)
+    every = shares(detector, np.concatenate([stored, x]))
+    expected = []
+    for i in range(len(stored), len(every)):
+        earlier = np.sort(every[i, :i])[::-1]
+        expected.append(earlier[matches - 1] if len(earlier) >= matches else 0.0)
+    np.testing.assert_allclose(detector.scores(x, account=0), expected, rtol=0, atol=1e-12)
+    one_by_one = hashing_detector(digits, name, matches=matches)
+    one_by_one.remember(stored, account=0)
+    scores = []
+    for row in x:
+        scores.append(one_by_one.scores(row[None], account=0)[0])
+        one_by_one.remember(row[None], account=0)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+
+
+def test_blacklight_fingerprints_are_sha256_of_the_windows_remembered_or_not(digits):
+    x = digits.data.eval.x[:300]
+    settings = dict(step=0.25, window=20, stride=1, kept=50)
+    plain = fingerprints(x, **settings)
+    levels = np.rint(x[0].ravel() / 0.25).astype(np.uint8)
+    windows = {hashlib.sha256(levels[i : i + 20].tobytes()).digest()[:8] for i in range(64 - 20 + 1)}
+    assert sorted(plain.row(0).tolist()) == sorted(int.from_bytes(digest, "big") for digest in windows)
+    memo = DigestMemo(0.25, 20)
+    for rows in (slice(0, 100), slice(50, 300), slice(0, 300)):  # new windows, then some seen, then all seen
+        np.testing.assert_array_equal(fingerprints(x[rows], memo=memo, **settings).digests, plain[rows].digests)
+
+
+def test_piha_hashes_leave_out_the_frequencies_the_resize_leaves_empty_and_do_not_depend_on_the_batch(digits):
+    detector = hashing_detector(digits, "piha")
+    assert detector.bits == 80  # 8x8 upsampled to 32x32: the 9th frequency of each axis is 0 for every image
+    x = digits.data.eval.x[:50]
+    hashes = detector.features(x)
+    assert hashes.shape == (50, 2)
+    np.testing.assert_array_equal(hashes, np.concatenate([detector.features(row[None]) for row in x]))
+    on_cifar = Piha().deploy(digits.judge, OperatorKit(np.zeros((2, 3, 32, 32), np.float32), np.zeros(2), 10, seed=0))
+    assert on_cifar.detector.bits == 99  # nothing resized: every frequency of the 10x10 block but the constant
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_the_configured_honest_stream_is_rarely_flagged(detectors, digits, name):
+    """The runner's measurement on the config's `benign:` stream: 10 accounts x 50 queries, 15% of them an earlier
+    input sent again, re-framed or relit; fresh ones from the evaluation examples past the 200 attacked, then the
+    attacker's pool."""
+    pool = np.concatenate([digits.data.eval.x[200:], digits.data.attacker.x])
+    report = false_positive_rates(detectors[name], benign_stream(pool, BenignStreamSpec(10, 50)))
+    assert report.per_query <= 0.01, f"{name}: {report.queries_flagged} of {report.queries_sent} flagged"
+
+
 # --- the kNN detector's parts -------------------------------------------------------------------------------------
 
 
@@ -232,12 +340,12 @@ def test_knn_score_is_minus_the_mean_distance_to_the_k_nearest_stored(digits):
 
 
 def test_k_smallest_is_exact_with_many_ties():
-    keys = torch.from_numpy(np.random.default_rng(5).integers(0, 40, size=(5_003, 7)).astype(np.float32))
+    keys = torch.from_numpy(np.random.default_rng(5).integers(0, 40, size=(7, 5_003)).astype(np.float32))
     columns = k_smallest(keys, 50)  # 5,003 points in blocks: the two-stage search, and a partial last block
     assert columns.shape == (7, 50)
     assert all(len(set(row)) == 50 for row in columns.tolist()), "a point picked twice"
-    picked = keys.T.gather(1, columns).sort(dim=1).values
-    torch.testing.assert_close(picked, keys.T.sort(dim=1).values[:, :50], rtol=0, atol=0)
+    picked = keys.gather(1, columns).sort(dim=1).values
+    torch.testing.assert_close(picked, keys.sort(dim=1).values[:, :50], rtol=0, atol=0)
 
 
 def test_the_threshold_flags_about_fpr_of_the_operators_data_left_one_out(detectors, digits):
@@ -327,6 +435,8 @@ def test_each_yaml_builds_its_defense_with_every_hyperparameter_commented(name, 
         ("blacklight", "scope", "everyone", "account, global"),
         ("blacklight", "quantization_step", 0, "a number in (0, 1]"),
         ("piha", "block", 1, "an integer >= 2"),
+        ("blacklight", "matches", 0, "a positive integer"),
+        ("piha", "matches", 1.5, "a positive integer"),
     ],
 )
 def test_the_config_boundary_names_the_key_out_of_range(name, key, value, allowed):
@@ -338,12 +448,14 @@ def test_the_config_boundary_names_the_key_out_of_range(name, key, value, allowe
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: KnnSimilarity(k=0), "defense.k=0: allowed: an integer >= 1"),
+        (lambda: KnnSimilarity(k=0), "defense.k=0: allowed: a positive integer"),
         (lambda: KnnSimilarity(fpr=float("nan")), "defense.fpr=nan: allowed: a number in [0, 1]"),
         (lambda: KnnSimilarity(encoder="raw"), "defense.encoder='raw': allowed: similarity, penultimate, pixels"),
-        (lambda: Blacklight(window_size=True), "defense.window_size=True: allowed: an integer >= 1"),
+        (lambda: Blacklight(window_size=True), "defense.window_size=True: allowed: a positive integer"),
         (lambda: Piha(scope="all"), "defense.scope='all': allowed: account, global"),
         (lambda: Piha(resize=8, block=9), "defense.block=9: more frequencies than the 8x8 resized image has; "),
+        (lambda: Blacklight(matches=0), "defense.matches=0: allowed: a positive integer"),
+        (lambda: Piha(matches=2.0), "defense.matches=2.0: allowed: a positive integer"),
     ],
 )
 def test_a_defense_built_in_code_refuses_values_out_of_range(build, message):
@@ -355,3 +467,18 @@ def test_a_defense_built_in_code_refuses_values_out_of_range(build, message):
 def test_blacklight_refuses_a_window_longer_than_the_input(digits):
     with pytest.raises(ValueError, match=r"^defense\.window_size=65: longer than the 64 values of one input"):
         Blacklight(window_size=65).deploy(digits.judge, operator_kit(digits))
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSES))
+def test_screening_every_row_scores_and_stores_as_scoring_then_remembering(name, digits, detectors):
+    """`screen_every` (the Oracle's call when a flag only rejects): the scores of `scores`, every row stored."""
+    detector = detectors[name].fresh()
+    rng = np.random.default_rng(7)
+    images = digits.data.eval.x[:5].repeat(4, axis=0)
+    x = np.clip(images + rng.uniform(-0.05, 0.05, images.shape), 0, 1).astype(np.float32)
+    reference = detectors[name].fresh()
+    expected = reference.scores(x, account=0)
+    flags, scores = detector.screen_every(x, account=0)
+    np.testing.assert_allclose(scores, expected)
+    assert (flags == (expected >= detector.threshold)).all()
+    assert detector.stored(0) == 20 and detector.stored(1) == 0

@@ -183,8 +183,8 @@ def test_check_refuses_the_outputs_a_defense_does_not_apply_to(name, output):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: Rounded(decimals=0), "defense.decimals=0: allowed: an integer >= 1"),
-        (lambda: TopK(k=True), "defense.k=True: allowed: an integer >= 1"),
+        (lambda: Rounded(decimals=0), "defense.decimals=0: allowed: a positive integer"),
+        (lambda: TopK(k=True), "defense.k=True: allowed: a positive integer"),
         (lambda: ReverseSigmoid(gamma=0.0), "defense.gamma=0.0: allowed: a number > 0"),
         (lambda: OutputNoise(scale=float("nan")), "defense.scale=nan: allowed: a number > 0"),
     ],

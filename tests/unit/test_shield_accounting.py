@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from targets.access import AttackerClient
+from targets.access.errors import QueryRefused, QueryRejected
 from targets.access.shield import Detector, OutputFilter, Shield
 from tests.helpers.tagging import N_CLASSES, SHAPE, oracle, rows_for
 
@@ -42,8 +43,8 @@ def marked(keys, suspicious, rng) -> np.ndarray:
     return x
 
 
-def detecting(detector: Detector):
-    return lambda judge: Shield(judge, detector=detector)
+def detecting(detector: Detector, on_detection: str = "ban"):
+    return lambda judge: Shield(judge, detector=detector, on_detection=on_detection)
 
 
 def test_a_detected_row_is_charged_not_evaluated_and_bans_its_account():
@@ -90,6 +91,78 @@ def test_the_client_moves_on_after_a_ban_and_stops_when_every_account_is_banned(
     assert api.banned == {0, 1} and len(api.detections) == 2
 
 
+def test_without_bans_each_flagged_row_is_rejected_alone_and_the_account_goes_on():
+    detector = MarkedRowDetector()
+    judge, api = oracle(shield=detecting(detector, "reject"), budget=10, accounts=1)
+    rng = np.random.default_rng(3)
+    keys = [0, 1, 0, 1, 2]
+    reply = api.query_rows(marked(keys, [0, 1, 1, 0, 1], rng), keys, account=0)
+    assert reply.answered.tolist() == [True, False, False, True, False]
+    assert reply.rejected.tolist() == [False, True, True, False, True]
+    assert not reply.banned.any() and not reply.account_banned and api.banned == set()
+    assert Counter(judge.seen) == {0: 1, 1: 1}
+    assert [api.queries(k) for k in range(3)] == [2, 2, 1]  # every rejected row is charged
+    assert api.rows_evaluated == 2 and api.queries_total == 5
+    assert [(d.account, d.example, d.query) for d in api.detections] == [(0, 1, 1), (0, 0, 2), (0, 2, 1)]
+    assert len(detector.history[0]) == 5  # every row screened and stored, flagged ones too
+
+    later = api.query_rows(marked([1, 2], [0, 0], rng), [1, 2], account=0)
+    assert later.answered.all() and api.queries_total == 7
+
+
+def test_without_bans_the_client_keeps_its_account_and_a_library_attack_ends_the_example():
+    judge, api = oracle(shield=detecting(MarkedRowDetector(), "reject"), budget=10, accounts=2)
+    client = AttackerClient(api)
+    rng = np.random.default_rng(4)
+    reply = client.query_rows(marked([0, 1], [1, 0], rng), [0, 1])
+    assert reply.rejected.tolist() == [True, False] and reply.answered.tolist() == [False, True]
+    assert client.account == 0
+    with pytest.raises(QueryRejected, match="query rejected") as caught:
+        client.query(marked([2, 2], [0, 1], rng), example=2)
+    assert not caught.value.banned and len(caught.value.answered) == 1
+    assert client.account == 0 and client.stopped(2)
+
+
+def test_a_spreading_attacker_sends_each_examples_queries_round_its_accounts():
+    judge, api = oracle(planned=2, budget=20, accounts=3, sybil="spread", queries_per_visit=2)
+    client = AttackerClient(api)
+    rng = np.random.default_rng(5)
+    for _ in range(4):  # Square-like: one row per example per call
+        reply = client.query_rows(rows_for([0, 1], rng), [0, 1])
+        assert reply.answered.all()
+    # each example's rows 0-1 on account 0, 2-3 on account 1; one call per account per step
+    assert [(e.example, e.account) for e in api.ledger] == [(0, 0), (1, 0)] * 2 + [(0, 1), (1, 1)] * 2
+    reply = client.query_rows(rows_for([0] * 5, rng), [0] * 5)  # rows 4-8 of example 0: accounts 2, 2, 0, 0, 1
+    assert reply.answered.all()
+    assert [(e.account, e.evaluated) for e in api.ledger[-3:]] == [(2, 2), (0, 2), (1, 1)]
+    assert client.query(rows_for([1] * 3, rng), example=1).shape == (3,)  # rows 4-6 of example 1: 2, 2, 0
+    assert [(e.account, e.evaluated) for e in api.ledger[-2:]] == [(2, 2), (0, 1)]
+    assert Counter(judge.seen) == {0: 9, 1: 7} and api.queries(0) == 9 and api.queries(1) == 7
+
+
+def test_a_spreading_attacker_drops_a_banned_account_and_asks_again_on_the_others():
+    judge, api = oracle(planned=2, shield=detecting(MarkedRowDetector()), budget=20, accounts=2, sybil="spread")
+    client = AttackerClient(api)
+    rng = np.random.default_rng(6)
+    reply = client.query_rows(marked([0, 1, 0, 1], [0, 1, 0, 0], rng), [0, 1, 0, 1])
+    # account 0 answers row 0, rejects row 1 and is banned: rows 2 and 3 are asked again on account 1
+    assert reply.answered.tolist() == [True, False, True, True] and reply.rejected.tolist() == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert api.banned == {0} and not client.out_of_accounts
+    reply = client.query_rows(marked([0, 1], [0, 0], rng), [0, 1])
+    assert reply.answered.all() and {e.account for e in api.ledger[-1:]} == {1}
+    with pytest.raises(QueryRejected):
+        client.query(marked([1], [1], rng), example=1)
+    assert client.out_of_accounts
+    reply = client.query_rows(marked([0], [0], rng), [0])
+    assert not reply.answered.any() and client.stopped(0)
+    assert Counter(judge.seen) == {0: 3, 1: 2}
+
+
 def test_rows_over_budget_or_quota_never_reach_the_detector():
     detector = MarkedRowDetector()
     judge, api = oracle(shield=detecting(detector), budget=2, account_limit=3, accounts=1)
@@ -103,24 +176,50 @@ def test_rows_over_budget_or_quota_never_reach_the_detector():
     assert len(detector.history[0]) == 3
 
 
+@pytest.mark.parametrize("sybil", ["rotate", "spread"])
+@pytest.mark.parametrize("on_detection", ["ban", "reject"])
 @pytest.mark.parametrize("trial", range(30))
-def test_random_traffic_with_a_detector_is_charged_and_evaluated_exactly(trial):
+def test_random_traffic_with_a_detector_is_charged_and_evaluated_exactly(trial, on_detection, sybil):
     """Random batches, random marks, budgets, quotas and accounts: rows evaluated equal what the judge saw,
-    charges equal evaluated plus rejected, no banned account is ever answered, no limit is broken."""
+    charges equal evaluated plus rejected, no banned account is ever answered, no limit is broken; without
+    bans, every flagged row is rejected and no account is banned."""
     rng = np.random.default_rng(100 + trial)
     budget = None if rng.random() < 0.3 else int(rng.integers(1, 20))
     limit = None if rng.random() < 0.3 else int(rng.integers(1, 30))
     accounts = int(rng.integers(1, 5))
     planned = int(rng.integers(1, 8))
     judge, api = oracle(
-        planned, shield=detecting(MarkedRowDetector()), budget=budget, account_limit=limit, accounts=accounts
+        planned,
+        shield=detecting(MarkedRowDetector(), on_detection),
+        budget=budget,
+        account_limit=limit,
+        accounts=accounts,
+        sybil=sybil,
+        queries_per_visit=int(rng.integers(1, 6)),
     )
     client = AttackerClient(api)
     answered, rejected = Counter(), Counter()
     for _ in range(int(rng.integers(1, 15))):
         keys = rng.integers(0, planned, size=int(rng.integers(0, 25))).tolist()
-        reply = client.query_rows(marked(keys, rng.random(len(keys)) < 0.1, rng), keys)
+        marks = rng.random(len(keys)) < 0.1
+        if keys and rng.random() < 0.3:  # a library attack's call: one example's rows, answers read in order
+            key = keys[0]
+            x = marked([key] * len(keys), marks, rng)
+            before = (api.queries(key), len(judge.seen))
+            try:
+                got = len(client.query(x, example=key))
+            except QueryRefused as refused:
+                got = len(refused.answered)
+            seen_now = len(judge.seen) - before[1]
+            answered[key] += seen_now
+            rejected[key] += api.queries(key) - before[0] - seen_now
+            assert got <= seen_now and (on_detection == "reject" or got == seen_now)
+            continue
+        reply = client.query_rows(marked(keys, marks, rng), keys)
         assert not (reply.answered & reply.rejected).any()
+        if on_detection == "reject":  # a marked row within the limits is rejected, an unmarked one never
+            assert not (reply.rejected & ~marks).any()
+            assert not (reply.answered & marks).any()
         answered.update(k for k, ok in zip(keys, reply.answered) if ok)
         rejected.update(k for k, no in zip(keys, reply.rejected) if no)
     seen = Counter(judge.seen)
@@ -130,8 +229,9 @@ def test_random_traffic_with_a_detector_is_charged_and_evaluated_exactly(trial):
         assert budget is None or api.queries(key) <= budget
     assert api.rows_evaluated == len(judge.seen) == sum(e.evaluated for e in api.ledger)
     assert api.queries_total == sum(e.evaluated + e.rejected for e in api.ledger)
-    assert len(api.detections) == len(api.banned) == sum(rejected.values())
-    banned_in_call = {d.account: d.call for d in api.detections}
+    assert len(api.detections) == sum(rejected.values())
+    assert len(api.banned) == (len(api.detections) if on_detection == "ban" else 0)
+    banned_in_call = {d.account: d.call for d in api.detections if on_detection == "ban"}
     for entry in api.ledger:
         if entry.call > banned_in_call.get(entry.account, entry.call):
             assert entry.evaluated == 0 and entry.rejected == 0  # nothing after a ban
