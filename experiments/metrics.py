@@ -1,4 +1,9 @@
-"""From the evaluator's re-check on the judge to the metrics every run logs."""
+"""From the evaluator's re-check on the judge to the metrics every run logs.
+
+A metric that does not apply is left out, never logged as 0: queries for an attack that sends none, time to
+compromise without a query rate (the simulated clock stands still), costs without an account price, the mean
+perturbation of successes when there are none. Rates carry their confidence interval (`_ci_low`, `_ci_high`:
+`experiments.statistics`), as do the median of queries and the area under the success-vs-queries curve."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.base import AttackResult, Goal, distances
+from experiments.statistics import Interval, bootstrap_interval, rate_interval, success_auc
 from targets.access import SHARED, Oracle, ThreatModel
 
 PER_EXAMPLE_COLUMNS = (
@@ -40,6 +46,10 @@ class Compromise:
     campaign_hours: float
     accounts_used: int
     account_cost: float
+    rated: bool = False
+    """Whether the operator's policy sets a query rate (`access.rate`): only then does the clock run."""
+    budget: int | None = None
+    """Queries per example (`access.budget`), the end of the success-vs-queries axis; None when unlimited."""
 
 
 def compromise_from_ledger(oracle: Oracle, result: AttackResult) -> Compromise:
@@ -58,6 +68,8 @@ def compromise_from_ledger(oracle: Oracle, result: AttackResult) -> Compromise:
         campaign_hours=oracle.clock / 3600,
         accounts_used=oracle.accounts_used,
         account_cost=oracle.policy.account_cost,
+        rated=oracle.policy.rate is not None,
+        budget=oracle.policy.budget,
     )
 
 
@@ -98,25 +110,21 @@ def evaluate(
     success = spread(success_attacked, bool, False)
     queries = result.queries + compromise.queries_shared / n_attacked  # extraction spread over the examples
     total = int(result.queries.sum()) + compromise.queries_shared
+    robust = (initial == y) & ~success
     metrics = {
         "clean_accuracy": float((initial == y).mean()),
-        "robust_accuracy": float(((initial == y) & ~success).mean()),
+        "robust_accuracy": float(robust.mean()),
+        **_with_interval("robust_accuracy", rate_interval(int(robust.sum()), len(y))),
         "attack_success_rate": float(success_attacked.mean()),
-        "queries_total": float(total),
-        "queries_mean": float(total / n_attacked),
-        "queries_median": float(np.median(queries)),
-        "queries_shared": float(compromise.queries_shared),
-        "perturbation_linf_mean": _mean_over(linf_attacked, success_attacked),
-        "perturbation_l2_mean": _mean_over(l2_attacked, success_attacked),
-        "budget_exhausted_fraction": float(result.budget_exhausted.mean()),
-        "time_to_compromise_hours_median": _median_over(compromise.hours, success_attacked),
-        "cost_to_compromise_median": _median_over(compromise.cost, success_attacked),
-        "campaign_hours": float(compromise.campaign_hours),
-        "accounts_used": float(compromise.accounts_used),
-        "campaign_cost": float(compromise.accounts_used * compromise.account_cost),
+        **_with_interval("attack_success_rate", rate_interval(int(success_attacked.sum()), n_attacked)),
         "n_examples": float(len(y)),
         "n_attacked": float(n_attacked),
     }
+    if success_attacked.any():  # the mean size of no perturbation is undefined, not 0
+        metrics["perturbation_linf_mean"] = float(linf_attacked[success_attacked].mean())
+        metrics["perturbation_l2_mean"] = float(l2_attacked[success_attacked].mean())
+    if threat_model.charged_queries or total > 0:  # an attack that sent no query has no query figures
+        metrics |= _query_metrics(queries, total, success_attacked, result, compromise, threat_model.charged_queries)
     curve = success_curve(success_attacked, result) if threat_model.charged_queries else []
     per_example = {
         "index": index,
@@ -132,13 +140,46 @@ def evaluate(
     return Evaluation(per_example, metrics, curve)
 
 
-def _mean_over(values: np.ndarray, mask: np.ndarray) -> float:
-    """The mean over the examples in `mask`; undefined (NaN), not zero, when there are none."""
-    return float(values[mask].mean()) if mask.any() else float("nan")
+def _with_interval(name: str, interval: Interval) -> dict[str, float]:
+    return {f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
 
 
-def _median_over(values: np.ndarray, mask: np.ndarray) -> float:
-    return float(np.median(values[mask])) if mask.any() else float("nan")
+def _query_metrics(
+    queries: np.ndarray,
+    total: int,
+    success: np.ndarray,
+    result: AttackResult,
+    compromise: Compromise,
+    budgeted: bool,
+) -> dict[str, float]:
+    """Queries spent, the area under the success-vs-queries curve (`budgeted`: an attack that spends a query
+    budget), and what the time and the accounts behind the successes cost where the policy gives them a clock
+    and a price."""
+    n = len(queries)
+    metrics = {
+        "queries_total": float(total),
+        "queries_mean": float(total / n),
+        "queries_median": float(np.median(queries)),
+        **_with_interval("queries_median", bootstrap_interval(np.median, (queries,))),
+        "queries_shared": float(compromise.queries_shared),
+        "budget_exhausted_fraction": float(result.budget_exhausted.mean()),
+        "accounts_used": float(compromise.accounts_used),
+    }
+    spent = np.where(result.queries_to_success > 0, result.queries_to_success, result.queries)
+    most = compromise.budget if compromise.budget is not None else int(result.queries.max(initial=0))
+    if budgeted and most >= 2:
+        area = lambda s, q: success_auc(s, q, most)  # noqa: E731
+        metrics["success_auc"] = area(success, spent)
+        metrics |= _with_interval("success_auc", bootstrap_interval(area, (success, spent)))
+    if compromise.rated:
+        metrics["campaign_hours"] = float(compromise.campaign_hours)
+        if success.any():
+            metrics["time_to_compromise_hours_median"] = float(np.median(compromise.hours[success]))
+    if compromise.account_cost > 0:
+        metrics["campaign_cost"] = float(compromise.accounts_used * compromise.account_cost)
+        if success.any():
+            metrics["cost_to_compromise_median"] = float(np.median(compromise.cost[success]))
+    return metrics
 
 
 def success_curve(success: np.ndarray, result: AttackResult) -> list[tuple[int, float]]:

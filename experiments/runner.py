@@ -79,16 +79,21 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
         evaluation.metrics.update(operator.metrics)
         record(evaluation, selection, result, operator.figures)
     m = evaluation.metrics
+    queries = (
+        f", median queries {m['queries_median']:g}, budget exhausted {m['budget_exhausted_fraction']:.2f}"
+        if "queries_median" in m
+        else ""
+    )
     log.info(
-        "%s: clean accuracy %.3f, attack success rate %.3f over %d attacked, robust accuracy %.3f, "
-        "median queries %g, budget exhausted %.2f",
+        "%s: clean accuracy %.3f, attack success rate %.3f [%.3f, %.3f] over %d attacked, robust accuracy %.3f%s",
         tracking.run_name(settings),
         m["clean_accuracy"],
         m["attack_success_rate"],
+        m["attack_success_rate_ci_low"],
+        m["attack_success_rate_ci_high"],
         int(m["n_attacked"]),
         m["robust_accuracy"],
-        m["queries_median"],
-        m["budget_exhausted_fraction"],
+        queries,
     )
     return m
 

@@ -18,6 +18,7 @@ LEADING = (
 )
 TRAILING = (
     ("success rate", "attack_success_rate"),
+    ("95% interval", "attack_success_rate_ci"),
     ("median queries", "queries_median"),
     ("robust acc", "robust_accuracy"),
     ("clean acc", "clean_accuracy"),
@@ -128,6 +129,9 @@ def _eps(norm: str | None, eps: str | None) -> str:
 
 
 def _cell(row: dict, key: str) -> str:
+    if key.endswith("_ci"):  # a confidence interval, from the run's _ci_low and _ci_high metrics
+        low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+        return "n/a" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
     value = row.get(key)
     if key == "budget":
         if row["threat_model"] not in THREAT_ORDER or not threat_model_named(row["threat_model"]).charged_queries:

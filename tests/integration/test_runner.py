@@ -14,13 +14,14 @@ from targets.access import DECISION_BASED, SCORE_BASED
 METRIC_KEYS = {
     "clean_accuracy",
     "robust_accuracy",
+    "robust_accuracy_ci_low",
+    "robust_accuracy_ci_high",
     "attack_success_rate",
-    "queries_total",
-    "queries_mean",
-    "queries_median",
-    "perturbation_linf_mean",
-    "budget_exhausted_fraction",
+    "attack_success_rate_ci_low",
+    "attack_success_rate_ci_high",
 }
+QUERY_KEYS = {"queries_total", "queries_mean", "queries_median", "budget_exhausted_fraction"}
+"""Only for attacks that send queries; white-box attacks send none, and leave them out rather than log 0."""
 TAG_KEYS = {"threat_model", "attack", "judge", "dataset", "access.output", "git_sha"}
 
 
@@ -44,6 +45,9 @@ def test_every_attack_yaml_runs_through_the_real_runner(attack):
     run = last_run()
     assert run.info.status == "FINISHED"
     assert METRIC_KEYS <= set(run.data.metrics)
+    sends_queries = threat_model_of(attack).name != "white_box"  # transfer: one query per example, to check it
+    assert QUERY_KEYS & set(run.data.metrics) == (QUERY_KEYS if sends_queries else set())
+    assert ("perturbation_linf_mean" in run.data.metrics) == (metrics["attack_success_rate"] > 0)
     assert run.data.tags["attack"] == attack == settings.attack.name
     has_curve = "attack_success_rate_at_queries" in run.data.metrics
     assert has_curve == (threat_model_of(attack) in (SCORE_BASED, DECISION_BASED))

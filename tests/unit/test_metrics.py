@@ -79,7 +79,7 @@ def test_targeted_goal_needs_the_target_verdict_and_l2_goal_measures_l2():
     assert Goal(eps=0.01, norm=None).within(x_adv, x).all()  # a patch: only the verdict counts
 
 
-def test_no_success_gives_undefined_perturbation_not_zero():
+def test_metrics_that_do_not_apply_are_left_out_not_zero():
     x = np.zeros((2, 1, 1, 1), dtype=np.float32)
     evaluation = evaluate(
         index=np.arange(2),
@@ -93,10 +93,40 @@ def test_no_success_gives_undefined_perturbation_not_zero():
         threat_model=WHITE_BOX,
         compromise=free(2),
     )
-    for key in ("perturbation_linf_mean", "time_to_compromise_hours_median", "cost_to_compromise_median"):
-        assert math.isnan(evaluation.metrics[key])
-    assert evaluation.metrics["attack_success_rate"] == 0.0
+    m = evaluation.metrics
+    # no success: no perturbation size; a white-box attack sends no query; no clock, no price
+    absent = {"perturbation_linf_mean", "queries_median", "queries_total", "success_auc", "accounts_used"}
+    absent |= {"time_to_compromise_hours_median", "cost_to_compromise_median", "campaign_hours", "campaign_cost"}
+    assert not absent & set(m)
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["attack_success_rate"] == 0.0 and m["attack_success_rate_ci_low"] == 0.0
+    assert 0.0 < m["attack_success_rate_ci_high"] < 1.0  # 0 of 2: anything up to about 0.84 fits
     assert evaluation.success_curve == []
+
+
+def test_every_rate_carries_its_interval_and_query_attacks_their_curve_area():
+    n = 40
+    x = np.zeros((n, 1, 1, 1), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    fooled = rng.random(n) < 0.4
+    at = np.where(fooled, rng.integers(1, 100, n), -1)
+    evaluation = evaluate(
+        index=np.arange(n),
+        x=x,
+        y=np.ones(n, dtype=np.int64),
+        initial=np.ones(n, dtype=np.int64),
+        attacked=np.ones(n, dtype=bool),
+        final_attacked=np.where(fooled, 0, 1),
+        result=result(x + 0.05, np.where(fooled, at, 100), to_success=at),
+        goal=Goal(0.1),
+        threat_model=SCORE_BASED,
+        compromise=Compromise(np.zeros(n), np.zeros(n), 0, 0.0, 1, 0.0, budget=100),
+    )
+    m = evaluation.metrics
+    for name in ("attack_success_rate", "robust_accuracy", "queries_median", "success_auc"):
+        assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"], name
+    assert m["attack_success_rate_ci_high"] - m["attack_success_rate_ci_low"] > 0.2  # n=40 is not much
+    assert 0 < m["success_auc"] < m["attack_success_rate"]  # no example was fooled by its first query
 
 
 @pytest.mark.parametrize(
