@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+from pathlib import Path
 
 import hydra
+import mlflow
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -22,10 +26,40 @@ def main(cfg: DictConfig) -> dict[str, float]:
     hydra_cfg = HydraConfig.get()
     sweep_id = tracking.sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     # Only the config and the data are config errors (one line, exit 2); from here on an error fails the run.
-    with config_errors_exit():
-        settings = RunSettings.from_config(cfg)
-        data = runner.load_data(settings)
-    return runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+    try:
+        with config_errors_exit():
+            settings = RunSettings.from_config(cfg)
+            data = runner.load_data(settings)
+    except SystemExit:
+        if hydra_cfg.mode == RunMode.RUN:  # a refused run leaves nothing behind, not even Hydra's folder for it
+            remove_output_folder(Path(hydra_cfg.runtime.output_dir))
+        raise
+    metrics = runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+    if hydra_cfg.mode == RunMode.RUN:  # a sweep prints its table and where its runs are (reports.summary)
+        print(where_the_run_is(settings.experiment_name))
+    return metrics
+
+
+def where_the_run_is(experiment: str) -> str:
+    run = mlflow.last_active_run()
+    uri = mlflow.get_tracking_uri()
+    return (
+        f"MLflow: run {run.info.run_id} ({run.info.run_name}) in experiment '{experiment}' at {uri}\n"
+        f"        browse it with: mlflow ui --backend-store-uri {uri}"
+    )
+
+
+def remove_output_folder(folder: Path) -> None:
+    """Hydra's folder for a refused run (its saved config and log, nothing of gavel's), and, with Hydra's default
+    layout (`outputs/<date>/<time>`), the date folder and `outputs/` above it when they are left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    date = folder.parent
+    if date.parent.name == "outputs" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", date.name):
+        for empty in (date, date.parent):  # only if empty: other runs stay
+            try:
+                empty.rmdir()
+            except OSError:
+                break
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from experiments.settings import RunSettings
@@ -51,10 +52,24 @@ def git_sha() -> str:
         return "unknown"
 
 
+def use_experiment(name: str) -> None:
+    """Make `name` the active experiment. A new experiment in a local sqlite store keeps its artifacts in
+    `mlruns/` beside the database file (MLflow's default is `./mlruns` in whatever folder the job runs in, which
+    scatters one store's artifacts over every working directory, a repository's included)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        database = Path(uri.removeprefix("sqlite:///"))
+        try:
+            mlflow.create_experiment(name, artifact_location=(database.resolve().parent / "mlruns").as_uri())
+        except MlflowException:
+            pass  # another job created it first: use theirs
+    mlflow.set_experiment(name)
+
+
 @contextmanager
 def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: list[str] = ()):
     """Start the run with its params and tags; on any exception the run ends FAILED (KILLED on Ctrl-C)."""
-    mlflow.set_experiment(settings.experiment_name)
+    use_experiment(settings.experiment_name)
     attack = settings.attack_instance
     tags = {
         "threat_model": attack.threat_model.name,

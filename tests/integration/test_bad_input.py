@@ -3,8 +3,6 @@ nothing trained or recorded; and an error raised mid-run is never reported as a 
 
 from __future__ import annotations
 
-import os
-
 import mlflow
 import pytest
 from helpers.cli import gavel_in_own_folder
@@ -113,6 +111,7 @@ def test_the_cli_exits_2_with_that_line_and_nothing_trained_or_recorded(tmp_path
     assert done.stderr.startswith(f"gavel: {message}")
     assert not (tmp_path / "cache").exists()
     assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "out").exists()  # no output folder for a refused run
 
 
 @pytest.mark.slow
@@ -130,11 +129,12 @@ def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(
     )
     assert done.returncode == 1, done.stderr
     assert "gavel: " not in done.stderr and "FileNotFoundError" in done.stderr
+    before = mlflow.get_tracking_uri()  # set_tracking_uri also sets the environment variable
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         runs = mlflow.search_runs(experiment_names=["mid_run"], output_format="list")
     finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_tracking_uri(before)
     assert [run.info.status for run in runs] == ["FAILED"]
 
 

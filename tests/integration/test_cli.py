@@ -20,8 +20,10 @@ def gavel(tmp_path, *args, timeout=600):
 
 @pytest.fixture(autouse=True)
 def restore_tracking_uri():
+    """`mlflow.set_tracking_uri` also sets the environment variable: the session's store is saved before."""
+    before = mlflow.get_tracking_uri()
     yield
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(before)
 
 
 def runs(experiment: str):
@@ -136,3 +138,12 @@ def test_cli_exits_nonzero_with_one_line_before_training_or_tracking(tmp_path, a
     assert "allowed" in lines[0] or "data.download=true" in lines[0]
     assert not (tmp_path / "cache").exists()  # nothing trained
     assert not (tmp_path / "mlflow.db").exists()  # no run recorded, none left RUNNING
+
+
+@pytest.mark.slow
+def test_a_single_run_says_which_run_it_was_and_keeps_its_artifacts_beside_the_store(tmp_path):
+    done = gavel(tmp_path, "attack=fgsm", "n_examples=6", "experiment_name=single")
+    (run,) = runs("single")
+    assert f"MLflow: run {run.info.run_id} ({run.info.run_name}) in experiment 'single'" in done.stdout
+    assert "browse it with: mlflow ui --backend-store-uri sqlite:///" in done.stdout
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").resolve().as_uri())

@@ -128,3 +128,11 @@ def test_rate_limit_turns_queries_into_time_and_accounts_into_cost():
     assert m["accounts_used"] <= 5 and m["campaign_cost"] == pytest.approx(3.5 * m["accounts_used"])
     if m["attack_success_rate"] > 0:
         assert m["time_to_compromise_hours_median"] > 0 and m["cost_to_compromise_median"] >= 3.5
+
+
+def test_artifacts_live_beside_the_store_not_in_the_working_folder(isolated_stores):
+    """A test session's runs write nothing into the repository: a new experiment in a local sqlite store keeps
+    its artifacts in mlruns/ beside the database, wherever the job runs."""
+    run_tiny("fgsm", "experiment_name=beside_the_store")
+    run = last_run()
+    assert run.info.artifact_uri.startswith((isolated_stores / "mlruns").resolve().as_uri())
