@@ -66,6 +66,8 @@ class TargetSpec:
 @dataclass(frozen=True)
 class RunSettings:
     experiment_name: str
+    run_label: str | None
+    """What tells this job from the other jobs of its sweep (set by gavel's sweeper); leads the run name."""
     seed: int
     n_examples: int
     device: Device
@@ -132,6 +134,7 @@ class RunSettings:
         oracle_batch_size = top.integer("oracle_batch_size", minimum=1)
         threads = top.integer("threads", minimum=1, optional=True, meaning="torch threads")
         experiment_name = top.text("experiment_name", meaning="a non-empty MLflow experiment name")
+        run_label = top.text("run_label", optional=True, meaning="a label for the run's name")
         access = read_access(top.child("access"))
         attack = read_attack(top.child("attack"), seed, access, data.name)
         surrogate = read_surrogate(
@@ -146,6 +149,7 @@ class RunSettings:
         benign = read_benign(top.child("benign"))
         return cls(
             experiment_name=experiment_name,
+            run_label=run_label,
             seed=seed,
             n_examples=n_examples,
             device=device,

@@ -21,9 +21,22 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def run_name(settings: RunSettings) -> str:
-    budget = "inf" if settings.access.budget is None else settings.access.budget
-    threat_model = settings.attack_instance.threat_model
-    return f"{threat_model.name}-{settings.attack.name}-{settings.target.name}-b{budget}-s{settings.seed}"
+    """What tells the run from its sweep's others first (the MLflow UI shows about 25 characters of a name),
+    then the attack, the API's output and budget, a target class, the surrogate's knowledge and the defense where
+    they apply, the judge and the seed: `square-probabilities-b1000-cnn-s0`,
+    `accounts10 knn_similarity | square-probabilities-b1000-knn_similarity-cnn-s0`."""
+    attack = settings.attack_instance
+    parts = [settings.attack.name, settings.access.output.value]
+    if attack.threat_model.charged_queries:
+        parts.append("binf" if settings.access.budget is None else f"b{settings.access.budget}")
+    if attack.targeted:
+        parts.append(f"t{attack.target_class}")
+    if attack.threat_model.surrogate:
+        parts.append(settings.surrogate.knowledge.value)
+    if settings.defense.name != "none":
+        parts.append(settings.defense.name)
+    name = "-".join([*parts, settings.target.name, f"s{settings.seed}"])
+    return f"{settings.run_label} | {name}" if settings.run_label else name
 
 
 def sweep_id_for(sweep_dir: str | Path) -> str:

@@ -47,6 +47,7 @@ SHOWN_ELSEWHERE = {
     "defense",
     "experiment",
     "experiment_name",
+    "run_label",
 }
 COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total"}
 

@@ -36,6 +36,37 @@ def expand_grid(
     return jobs
 
 
+def _short(key: str, value: str) -> str:
+    """One override in a run label: a flag by its name, a number with its key's last part, anything else (a
+    config-group option, a word) by its value."""
+    name = key.lstrip("+~").rsplit(".", 1)[-1]
+    if value.lower() == "true":
+        return name
+    if value.lower() == "false":
+        return f"no_{name}"
+    try:
+        float(value)
+    except ValueError:
+        return value
+    return f"{name}{value}"
+
+
+def run_labels(jobs: List[List[str]]) -> List[str]:
+    """For each job, what tells it from the sweep's other jobs: its number in the sweep (as Hydra numbers its
+    output folders), then the overrides whose value differs between jobs (or that only some jobs set), the most
+    specific first (those set in the fewest jobs). The MLflow UI shows about 25 characters of a run's name: the
+    number keeps those apart, the values say what the run is."""
+    parsed = [dict(o.lstrip("+").split("=", 1) for o in job if "=" in o and not o.startswith("~")) for job in jobs]
+    keys = list(dict.fromkeys(key for overrides in parsed for key in overrides))
+    varying = [key for key in keys if len({overrides.get(key) for overrides in parsed}) > 1]
+    varying.sort(key=lambda key: sum(key in overrides for overrides in parsed))  # stable: ties in first-seen order
+    width = len(str(len(jobs) - 1))
+    return [
+        " ".join([f"{number:0{width}d}", *(_short(key, overrides[key]) for key in varying if key in overrides)])
+        for number, overrides in enumerate(parsed)
+    ]
+
+
 class GavelSweeper(BasicSweeper):
     def __init__(
         self,
@@ -48,7 +79,13 @@ class GavelSweeper(BasicSweeper):
 
     def jobs(self, arguments: List[str]) -> List[List[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)  # glob() sweeps need it
-        return expand_grid(self.grid, self.params, arguments, parser)
+        jobs = expand_grid(self.grid, self.params, arguments, parser)
+        if len(jobs) < 2:  # nothing to tell apart
+            return jobs
+        return [
+            job if any(o.startswith("run_label=") for o in job) else [*job, f"run_label='{label}'"]
+            for job, label in zip(jobs, run_labels(jobs))
+        ]
 
     def sweep(self, arguments: List[str]) -> Any:
         from experiments.settings import RunSettings

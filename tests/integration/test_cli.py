@@ -47,6 +47,11 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
     assert all(r.info.status == "FINISHED" for r in found)
     assert "score_based" in done.stdout and "MLflow: 2 runs in experiment 'sweep'" in done.stdout
     assert (tmp_path / "multirun" / "summary.md").exists()
+    # the MLflow UI shows about 25 characters of a run's name: what tells the runs apart comes first
+    assert sorted(r.info.run_name for r in found) == [
+        "0 budget5 | square-probabilities-b5-cnn-s0",
+        "1 budget20 | square-probabilities-b20-cnn-s0",
+    ]
 
 
 @pytest.mark.slow
@@ -87,18 +92,39 @@ def preset_jobs(name: str) -> list[list[str]]:
     return expand_grid([dict(block) for block in sweeper.grid], {}, [f"experiment={name}"])
 
 
-@pytest.mark.parametrize(
-    "preset, n_jobs",
-    [("hiding_vs_ratelimit", 8), ("transfer_knowledge", 7), ("extraction_budget", 15), ("budget_curve", 28)],
-)
-def test_every_job_of_every_preset_composes_and_validates(preset, n_jobs):
+PRESETS = [
+    ("hiding_vs_ratelimit", 8),
+    ("transfer_knowledge", 7),
+    ("extraction_budget", 15),
+    ("budget_curve", 28),
+    ("output_hiding", 24),
+    ("randomised_answers", 10),
+    ("detection_vs_sybil", 50),
+]
+
+
+@pytest.mark.parametrize("preset, n_jobs", PRESETS)
+def test_every_job_of_every_preset_composes_and_validates_and_its_run_names_differ_up_front(preset, n_jobs):
+    """Each job's run name leads with what tells it from the preset's other jobs (its run label): the MLflow UI
+    shows about 25 characters of a name, and no two of a preset's runs look the same there."""
     from experiments.config import compose_config
     from experiments.settings import RunSettings
+    from experiments.tracking import run_name
+    from hydra_plugins.gavel_sweeper.gavel_sweeper import run_labels
 
     jobs = preset_jobs(preset)
     assert len(jobs) == n_jobs
-    for job in jobs:
-        RunSettings.from_config(compose_config(job))
+    names = []
+    for job, label in zip(jobs, run_labels(jobs)):
+        names.append(run_name(RunSettings.from_config(compose_config([*job, f"run_label='{label}'"]))))
+    assert len({name[:25] for name in names}) == n_jobs, sorted(names)
+    varying = {o.split("=")[0] for job in jobs for o in job} - {
+        o.split("=")[0] for o in set.intersection(*map(set, jobs))
+    }
+    for job, name in zip(jobs, names):  # and each says what its job changes
+        for key, value in (o.split("=", 1) for o in job if o.split("=")[0] in varying):
+            shown = key.rsplit(".", 1)[-1] if value.lower() in ("true", "false") else value  # a flag by its name
+            assert shown in name, (key, name)
 
 
 @pytest.mark.slow

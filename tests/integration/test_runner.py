@@ -59,7 +59,7 @@ def test_run_logs_the_conventional_names_params_tags_and_artifacts():
     run = last_run()
     client = MlflowClient()
     assert client.get_experiment(run.info.experiment_id).name == "conventions"
-    assert run.info.run_name == "score_based-square-cnn-b30-s0"
+    assert run.info.run_name == "square-probabilities-b30-cnn-s0"
     assert TAG_KEYS <= set(run.data.tags)
     assert run.data.tags["threat_model"] == "score_based" and run.data.tags["access.output"] == "probabilities"
     assert run.data.tags["dataset"] == "digits" and run.data.tags["judge"] == "cnn"
