@@ -71,6 +71,7 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
     with tracking.mlflow_run(settings, sweep_id, overrides):
         provisioned = provision(settings, data)
         selection = select_examples(settings, provisioned, attack)
+        tracking.log_evaluation_data(selection.x, selection.y, settings.data.name.value)
         client = AttackerClient(provisioned.oracle)
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
@@ -78,6 +79,7 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
         operator = measure_operator(settings, provisioned, selection, result)
         evaluation.metrics.update(operator.metrics)
         record(evaluation, selection, result, operator.figures)
+        tracking.describe_run(settings, evaluation.metrics)
     m = evaluation.metrics
     queries = (
         f", median queries {m['queries_median']:g}, budget exhausted {m['budget_exhausted_fraction']:.2f}"

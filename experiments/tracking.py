@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
+import mlflow.data
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
@@ -65,10 +66,29 @@ def git_sha() -> str:
         return "unknown"
 
 
+NOTE = "mlflow.note.content"
+"""The tag MLflow's UI shows as an experiment's or a run's description."""
+
+
+def experiment_description(name: str) -> str:
+    """The preset's own header comment when `name` is a preset's experiment, else what gavel's runs hold."""
+    preset = REPO_DIR / "conf" / "experiment" / f"{name}.yaml"
+    if preset.exists():
+        lines = preset.read_text().splitlines()
+        comment = [line.removeprefix("#").strip() for line in lines if line.startswith("# ") and "@package" not in line]
+        if comment:
+            return f"gavel preset `{name}`: " + " ".join(comment)
+    return (
+        f"gavel experiment `{name}`: adversarial robustness of AI judges, one run per attack configuration. "
+        "Each run logs attack_success_rate with its 95% interval (_ci_low, _ci_high), the per-example CSV and a "
+        "grid of adversarial examples; a sweep's parent run holds its summary table and curves."
+    )
+
+
 def use_experiment(name: str) -> None:
-    """Make `name` the active experiment. A new experiment in a local sqlite store keeps its artifacts in
-    `mlruns/` beside the database file (MLflow's default is `./mlruns` in whatever folder the job runs in, which
-    scatters one store's artifacts over every working directory, a repository's included)."""
+    """Make `name` the active experiment, with a description. A new experiment in a local sqlite store keeps its
+    artifacts in `mlruns/` beside the database file (MLflow's default is `./mlruns` in whatever folder the job
+    runs in, which scatters one store's artifacts over every working directory, a repository's included)."""
     uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         database = Path(uri.removeprefix("sqlite:///"))
@@ -76,7 +96,24 @@ def use_experiment(name: str) -> None:
             mlflow.create_experiment(name, artifact_location=(database.resolve().parent / "mlruns").as_uri())
         except MlflowException:
             pass  # another job created it first: use theirs
-    mlflow.set_experiment(name)
+    experiment = mlflow.set_experiment(name)
+    if NOTE not in experiment.tags:
+        mlflow.set_experiment_tag(NOTE, experiment_description(name))
+
+
+def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
+    """One line: who attacked what through which API, and the result with its interval."""
+    attack = settings.attack_instance
+    budget = "unlimited" if settings.access.budget is None else f"{settings.access.budget:,}"
+    eps = "a patch" if attack.norm is None else f"L{attack.norm} eps {attack.eps:g}"
+    queries = f", {budget} queries per example" if attack.threat_model.charged_queries else ""
+    return (
+        f"{settings.attack.name} ({attack.threat_model.name.replace('_', '-')}, {eps}) against the "
+        f"{settings.target.name} judge on {settings.data.name.value}, {settings.access.output.value} API{queries}, "
+        f"defense {settings.defense.name}: success {metrics['attack_success_rate']:.3f} "
+        f"[{metrics['attack_success_rate_ci_low']:.3f}, {metrics['attack_success_rate_ci_high']:.3f}] over "
+        f"{int(metrics['n_attacked'])} attacked examples."
+    )
 
 
 @contextmanager
@@ -93,6 +130,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         "access.output": settings.access.output.value,
         "access.weights": settings.access.weights.value,
         "defense": settings.defense.name,
+        "access.budget": "null" if settings.access.budget is None else str(settings.access.budget),
         "git_sha": git_sha(),
     }
     if sweep_id is not None:
@@ -104,6 +142,16 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         mlflow.log_params(flatten(resolved))
         mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
         yield run
+
+
+def describe_run(settings: RunSettings, metrics: dict[str, float]) -> None:
+    mlflow.set_tag(NOTE, run_description(settings, metrics))
+
+
+def log_evaluation_data(x, y, dataset: str) -> None:
+    """The evaluation examples, as an MLflow input (its digest tells runs on the same examples)."""
+    data = mlflow.data.from_numpy(x, targets=y, name=f"{dataset}-evaluation-{len(y)}")
+    mlflow.log_input(data, context="evaluation")
 
 
 def log_evaluation(evaluation, per_example_csv: str, figures: dict) -> None:

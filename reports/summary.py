@@ -1,4 +1,6 @@
-"""At the end of a sweep: print the table of its runs and where they are, and write it beside the sweep."""
+"""At the end of a sweep: print the table of its runs and where they are, write it beside the sweep, and record
+the sweep in MLflow as a parent run: its description is the table, its artifacts the summary and the curves,
+and every job's run is linked to it as a child (MLflow's `mlflow.parentRunId` tag), so the UI nests them."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import mlflow
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from experiments.tracking import sweep_id_for
+from experiments.tracking import NOTE, sweep_id_for, use_experiment
 from reports.curves import plot_curves
 from reports.table import format_table, sweep_rows
 
@@ -30,4 +32,33 @@ class SweepSummary(Callback):
         if curves:
             where += "\n" + "\n".join(f"Success-vs-queries curves: {path}" for path in curves)
         print(f"\n{table}\n\n{where}\n")
-        (sweep_dir / "summary.md").write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")
+        summary = sweep_dir / "summary.md"
+        summary.write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")
+        record_parent_run(config.experiment_name, sweep_id, rows, table, [summary, *curves])
+
+
+SWEEP_PARENT = "sweep_parent_of"
+"""The tag that marks a sweep's parent run (its value: the sweep id); the jobs' runs carry `sweep_id`."""
+
+
+def record_parent_run(experiment: str, sweep_id: str, rows: list[dict], table: str, artifacts: list[Path]) -> str:
+    """The sweep's parent run (one per sweep: a re-run summary replaces nothing, it finds the same one)."""
+    use_experiment(experiment)
+    client = mlflow.MlflowClient()
+    found = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=f"tags.{SWEEP_PARENT} = '{sweep_id}'", output_format="list"
+    )
+    note = f"Sweep {sweep_id}: {len(rows)} runs.\n\n```\n{table}\n```"
+    tags = {SWEEP_PARENT: sweep_id, NOTE: note}
+    if found:
+        parent_id = found[0].info.run_id
+        for key, value in tags.items():
+            client.set_tag(parent_id, key, value)
+    else:
+        with mlflow.start_run(run_name=f"sweep {sweep_id} ({len(rows)} runs)", tags=tags) as parent:
+            parent_id = parent.info.run_id
+    for path in artifacts:
+        client.log_artifact(parent_id, str(path))
+    for row in rows:
+        client.set_tag(row["run_id"], "mlflow.parentRunId", parent_id)
+    return parent_id

@@ -26,8 +26,10 @@ def restore_tracking_uri():
     mlflow.set_tracking_uri(before)
 
 
-def runs(experiment: str):
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+def runs(experiment: str, *, sweep_parent: bool = False):
+    """The jobs' runs of `experiment` (and with `sweep_parent`, the sweep's parent run too)."""
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    return [r for r in found if sweep_parent or "sweep_parent_of" not in r.data.tags]
 
 
 @pytest.mark.slow
@@ -41,17 +43,30 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
         "n_examples=6",
         "experiment_name=sweep",
     )
-    found = runs("sweep")
-    assert sorted(r.data.params["access.budget"] for r in found) == ["20", "5"]
-    assert len({r.data.tags["sweep_id"] for r in found}) == 1
+    found = runs("sweep", sweep_parent=True)
+    children = [r for r in found if "sweep_id" in r.data.tags]
+    assert sorted(r.data.params["access.budget"] for r in children) == ["20", "5"]
+    assert len({r.data.tags["sweep_id"] for r in children}) == 1 and len(found) == 3  # and the sweep's parent
     assert all(r.info.status == "FINISHED" for r in found)
     assert "score_based" in done.stdout and "MLflow: 2 runs in experiment 'sweep'" in done.stdout
     assert (tmp_path / "multirun" / "summary.md").exists()
     # the MLflow UI shows about 25 characters of a run's name: what tells the runs apart comes first
-    assert sorted(r.info.run_name for r in found) == [
+    assert sorted(r.info.run_name for r in children) == [
         "0 budget5 | square-probabilities-b5-cnn-s0",
         "1 budget20 | square-probabilities-b20-cnn-s0",
     ]
+    # the dashboard: a parent run holds the sweep's table and artifacts, each job's run is its child, each run and
+    # the experiment say what they are, the evaluation data is logged as an input, the budget is a tag
+    (parent,) = [r for r in found if "sweep_parent_of" in r.data.tags]
+    assert parent.data.tags["sweep_parent_of"] == children[0].data.tags["sweep_id"]
+    assert "success rate" in parent.data.tags["mlflow.note.content"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert "summary.md" in artifacts and "curves_probabilities.png" in artifacts
+    assert all(r.data.tags["mlflow.note.content"].startswith("square (score-based") for r in children)
+    assert {r.data.tags["access.budget"] for r in children} == {"5", "20"}
+    assert all(r.inputs.dataset_inputs for r in children)
+    assert mlflow.get_experiment_by_name("sweep").tags["mlflow.note.content"].startswith("gavel experiment `sweep`")
 
 
 @pytest.mark.slow
