@@ -130,6 +130,7 @@ class RunSettings:
             if not torch.cuda.is_available():
                 raise ConfigError("device=cuda: no CUDA device is available here; allowed: cpu, auto")
         seed = top.integer("seed", minimum=0, maximum=SEED_MAX)
+        top.integer("seeds", minimum=1)  # read by gavel's sweeper; checked here like every key
         n_examples = top.integer("n_examples", minimum=1)
         oracle_batch_size = top.integer("oracle_batch_size", minimum=1)
         threads = top.integer("threads", minimum=1, optional=True, meaning="torch threads")

@@ -6,6 +6,7 @@ import math
 
 import mlflow
 
+from experiments.statistics import rate_interval
 from targets.access import THREAT_MODELS, threat_model_named
 
 THREAT_ORDER = {model.name: position for position, model in enumerate(THREAT_MODELS)}
@@ -49,7 +50,7 @@ SHOWN_ELSEWHERE = {
     "experiment_name",
     "run_label",
 }
-COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total"}
+COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total", "seeds"}
 
 
 def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
@@ -83,11 +84,48 @@ def varying_overrides(rows: list[dict]) -> list[str]:
     return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
 
 
+POOLED_RATES = (("attack_success_rate", "n_attacked"), ("robust_accuracy", "n_examples"))
+
+
+def pool_seeds(rows: list[dict]) -> list[dict]:
+    """Runs that differ only in their seed, as one row: rates pooled over the seeds' examples (successes over
+    examples, with the pooled interval), other figures averaged, `seeds` the number pooled. Rows as they are when
+    no seed varies."""
+    if "seed" not in varying_overrides(rows):
+        return rows
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        rest = tuple(sorted((k, v) for k, v in row["overrides"].items() if k not in ("seed", "run_label")))
+        key = (row["threat_model"], row["attack"], row["defense"], row["output"], row["budget"], row["eps"], rest)
+        groups.setdefault(key, []).append(row)
+    pooled = []
+    for group in groups.values():
+        row = {**group[0], "overrides": {k: v for k, v in group[0]["overrides"].items() if k != "seed"}}
+        row["seeds"] = float(len(group))
+        numeric = {k for member in group for k, v in member.items() if isinstance(v, float)}
+        for key in numeric - {"seeds"}:
+            values = [member[key] for member in group if key in member]
+            row[key] = sum(values) / len(values) if len(values) == len(group) else None
+        for rate, count in POOLED_RATES:
+            if all(rate in member and count in member for member in group):
+                hits = sum(round(member[rate] * member[count]) for member in group)
+                total = sum(int(member[count]) for member in group)
+                interval = rate_interval(hits, total)
+                row.update({rate: hits / total, count: float(total)})
+                row.update({f"{rate}_ci_low": interval.low, f"{rate}_ci_high": interval.high})
+        if any(member["status"] != "FINISHED" for member in group):
+            row["status"] = "INCOMPLETE"
+        pooled.append(row)
+    return sorted(pooled, key=_order)
+
+
 def format_table(rows: list[dict]) -> str:
+    rows = pool_seeds(rows)
     extra = varying_overrides(rows)
     defended = any(row["defense"] != "none" for row in rows)
     leading = LEADING + ((("defense", "defense"),) if defended else ())
-    trailing = TRAILING + (DEFENDED if defended else ())
+    trailing = TRAILING + ((("seeds", "seeds"),) if any("seeds" in row for row in rows) else ())
+    trailing += DEFENDED if defended else ()
     trailing += DETECTED if any("detection_rate" in row for row in rows) else ()
     headers = [h for h, _ in leading] + extra + [h for h, _ in trailing]
     body = [

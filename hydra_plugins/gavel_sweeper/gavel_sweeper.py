@@ -80,12 +80,24 @@ class GavelSweeper(BasicSweeper):
     def jobs(self, arguments: List[str]) -> List[List[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)  # glob() sweeps need it
         jobs = expand_grid(self.grid, self.params, arguments, parser)
+        seeds = self.seeds(arguments)
+        if seeds > 1 and not any(o.startswith("seed=") for job in jobs for o in job):
+            jobs = [[*job, f"seed={seed}"] for job in jobs for seed in range(seeds)]
         if len(jobs) < 2:  # nothing to tell apart
             return jobs
         return [
             job if any(o.startswith("run_label=") for o in job) else [*job, f"run_label='{label}'"]
             for job, label in zip(jobs, run_labels(jobs))
         ]
+
+    def seeds(self, arguments: List[str]) -> int:
+        """`seeds` from the command line or the config (checked as an integer >= 1 with every job's config)."""
+        for argument in arguments:
+            if argument.startswith("seeds="):
+                value = argument.split("=", 1)[1]
+                return int(value) if value.isdigit() else 1  # anything else is refused by the validation below
+        value = self.config.get("seeds", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
     def sweep(self, arguments: List[str]) -> Any:
         from experiments.settings import RunSettings

@@ -72,6 +72,7 @@ BAD = [
     (["benign.accounts=0"], "benign.accounts=0: allowed: a positive integer"),
     ([*SCORES, "defense=piha", "defense.on_detection=kick"], "defense.on_detection='kick': allowed: ban, reject"),
     (["access.sybil=swarm"], "access.sybil='swarm': allowed: rotate, spread"),
+    (["seeds=0"], "seeds=0: allowed: a positive integer"),
     (["access.queries_per_visit=0"], "access.queries_per_visit=0: allowed: a positive integer"),
 ]
 
