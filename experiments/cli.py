@@ -1,6 +1,9 @@
 """The `gavel` command.
 
 gavel run [OVERRIDES...] [--multirun]   run an experiment (Hydra overrides, e.g. attack=square access.budget=100)
+gavel gate --policy FILE [--out DIR] [--run]
+                                        check robustness thresholds against the newest runs (exit 0 pass,
+                                        1 a threshold failed, 2 error); --run runs the policy's experiment first
 gavel options                           list the options of every config group
 """
 
@@ -25,8 +28,10 @@ def main(argv: list[str] | None = None) -> None:
         for group in GROUPS:
             print(f"{group}: {', '.join(group_options(group))}")
         return
+    if command == "gate":
+        sys.exit(gate_command(rest))
     if command != "run":
-        print(f"gavel: unknown command {command!r}; allowed: run, options\n{USAGE}", file=sys.stderr)
+        print(f"gavel: unknown command {command!r}; allowed: run, gate, options\n{USAGE}", file=sys.stderr)
         sys.exit(2)
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     with config_errors_exit():
@@ -35,6 +40,29 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.argv = ["gavel run", *rest]
     hydra_main()
+
+
+def gate_command(args: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from reports.gate import PolicyError, gate
+
+    parser = argparse.ArgumentParser(prog="gavel gate", description="check robustness thresholds (see reports/gate.py)")
+    parser.add_argument("--policy", required=True, type=Path, help="a policy YAML, e.g. conf/gate/ci.yaml")
+    parser.add_argument("--out", type=Path, default=Path("gate"), help="where summary.json and gate.xml go")
+    parser.add_argument("--run", action="store_true", help="run the policy's experiment first")
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exit_:
+        return 2 if exit_.code else 0
+    try:
+        return gate(options.policy, options.out, run_first=options.run)
+    except (PolicyError, MlflowException) as error:
+        print(f"gavel: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

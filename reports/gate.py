@@ -1,0 +1,226 @@
+"""`gavel gate --policy conf/gate/NAME.yaml`: check robustness thresholds against the newest matching runs, for CI.
+
+A policy names an MLflow experiment and a list of thresholds. Each threshold selects runs (`where`: tags such as
+`threat_model`, `attack`, `defense`, `access.output`, and `budget_max` / `budget_min` on `access.budget`), keeps
+the newest FINISHED run of each configuration, and checks one metric of each:
+
+- `max: X` passes when the metric's upper 95% bound (`_ci_high`) is at most X, `min: X` when its lower bound
+  (`_ci_low`) is at least X; `bound: point` checks the point estimate instead;
+- `baseline: RUN_ID` with `max_increase: X` (or `max_decrease: X`) fails when the metric moved by more than X
+  from the baseline run's.
+
+Exit status 0 when every check passes, 1 when one fails, 2 for an error (a malformed policy, no matching run).
+It prints a table, writes `summary.json` and JUnit XML (`gate.xml`) to `--out`, and tags every checked run
+`gate.<policy name>` = pass | fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+
+from reports.summary import SWEEP_PARENT
+
+TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm")
+WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
+THRESHOLD_KEYS = ("name", "where", "metric", "max", "min", "bound", "baseline", "max_increase", "max_decrease")
+BOUNDS = ("interval", "point")
+
+
+class PolicyError(ValueError):
+    """A policy gavel cannot check: one line naming the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    name: str
+    metric: str
+    where: dict[str, Any]
+    limit: float
+    kind: str
+    """max | min | max_increase | max_decrease."""
+    bound: str = "interval"
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    threshold: str
+    run_id: str
+    run_name: str
+    metric: str
+    value: float
+    """What was compared with the limit: a bound of the interval, the point estimate, or the change."""
+    limit: float
+    kind: str
+    passed: bool
+
+
+def load_policy(path: Path) -> tuple[str, str, list[str], list[Threshold]]:
+    """(policy name, experiment, `gavel run` arguments for --run, thresholds)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise PolicyError(f"--policy {path}: cannot be read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise PolicyError(f"--policy {path}: not YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"--policy {path}: allowed: a mapping with experiment and thresholds")
+    unknown = sorted(set(raw) - {"experiment", "run", "thresholds"})
+    if unknown:
+        raise PolicyError(f"policy.{unknown[0]}: no such key; allowed: experiment, run, thresholds")
+    experiment = raw.get("experiment")
+    if not isinstance(experiment, str) or not experiment:
+        raise PolicyError(f"policy.experiment={experiment!r}: allowed: an MLflow experiment name")
+    run = raw.get("run", [])
+    if isinstance(run, str):
+        run = run.split()
+    if not isinstance(run, list) or not all(isinstance(a, str) for a in run):
+        raise PolicyError(f"policy.run={run!r}: allowed: the arguments of `gavel run`, as text or a list")
+    items = raw.get("thresholds")
+    if not isinstance(items, list) or not items:
+        raise PolicyError(f"policy.thresholds={items!r}: allowed: a list of one or more thresholds")
+    thresholds = [_threshold(i, item) for i, item in enumerate(items)]
+    return Path(path).stem, experiment, run, thresholds
+
+
+def _threshold(i: int, item: Any) -> Threshold:
+    where_key = f"policy.thresholds[{i}]"
+    if not isinstance(item, dict):
+        raise PolicyError(f"{where_key}={item!r}: allowed: a mapping with metric and max, min or a baseline")
+    unknown = sorted(set(item) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise PolicyError(f"{where_key}.{unknown[0]}: no such key; allowed: {', '.join(THRESHOLD_KEYS)}")
+    metric = item.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise PolicyError(f"{where_key}.metric={metric!r}: allowed: a metric name, e.g. attack_success_rate")
+    where = item.get("where", {}) or {}
+    if not isinstance(where, dict):
+        raise PolicyError(f"{where_key}.where={where!r}: allowed: a mapping of {', '.join(WHERE_KEYS)}")
+    for key, value in where.items():
+        if key not in WHERE_KEYS:
+            raise PolicyError(f"{where_key}.where.{key}: no such key; allowed: {', '.join(WHERE_KEYS)}")
+        if key.startswith("budget_") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise PolicyError(f"{where_key}.where.{key}={value!r}: allowed: a positive integer")
+    kinds = [k for k in ("max", "min", "max_increase", "max_decrease") if k in item]
+    if len(kinds) != 1:
+        raise PolicyError(f"{where_key}: allowed: exactly one of max, min, max_increase, max_decrease")
+    kind = kinds[0]
+    limit = item[kind]
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+        raise PolicyError(f"{where_key}.{kind}={limit!r}: allowed: a number")
+    baseline = item.get("baseline")
+    if kind.endswith("crease") != (baseline is not None):
+        raise PolicyError(f"{where_key}: {kind} needs a baseline run id; max and min compare with no baseline")
+    bound = item.get("bound", "interval")
+    if bound not in BOUNDS:
+        raise PolicyError(f"{where_key}.bound={bound!r}: allowed: {', '.join(BOUNDS)}")
+    name = str(item.get("name") or f"{metric} {kind} {limit}")
+    return Threshold(name, metric, dict(where), float(limit), kind, bound, baseline)
+
+
+def matching_runs(experiment: str, where: dict[str, Any]) -> list:
+    """The newest FINISHED run of each configuration (its overrides, less its run label) matching `where`."""
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return []
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'", output_format="list"
+    )
+    newest: dict[tuple, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
+        tags, params = run.data.tags, run.data.params
+        if SWEEP_PARENT in tags or not all(tags.get(k) == str(v) for k, v in where.items() if k in TAG_KEYS):
+            continue
+        budget = params.get("access.budget", "null")
+        budget = math.inf if budget in ("null", "None") else int(budget)
+        if budget > where.get("budget_max", math.inf) or budget < where.get("budget_min", 0):
+            continue
+        overrides = " ".join(o for o in sorted(tags.get("overrides", "").split()) if not o.startswith("run_label="))
+        key = (tags.get("threat_model"), tags.get("attack"), tags.get("defense"), budget, overrides)
+        newest.setdefault(key, run)
+    return list(newest.values())
+
+
+def check(threshold: Threshold, run) -> Check:
+    metrics = run.data.metrics
+    if threshold.metric not in metrics:
+        raise PolicyError(f"{threshold.name}: run {run.info.run_id} has no metric {threshold.metric}")
+    if threshold.kind in ("max", "min"):
+        suffix = "" if threshold.bound == "point" else ("_ci_high" if threshold.kind == "max" else "_ci_low")
+        key = threshold.metric + suffix
+        if key not in metrics:
+            raise PolicyError(f"{threshold.name}: run {run.info.run_id} has no {key}; use bound: point")
+        value = metrics[key]
+        passed = value <= threshold.limit if threshold.kind == "max" else value >= threshold.limit
+    else:
+        base = mlflow.get_run(threshold.baseline).data.metrics.get(threshold.metric)
+        if base is None:
+            raise PolicyError(f"{threshold.name}: baseline run {threshold.baseline} has no metric {threshold.metric}")
+        value = metrics[threshold.metric] - base
+        passed = value <= threshold.limit if threshold.kind == "max_increase" else -value <= threshold.limit
+    return Check(threshold.name, run.info.run_id, run.info.run_name, threshold.metric, value, threshold.limit,
+                 threshold.kind, bool(passed))  # fmt: skip
+
+
+def junit(policy: str, checks: list[Check]) -> str:
+    suite = ET.Element(
+        "testsuite", name=f"gavel gate {policy}", tests=str(len(checks)),
+        failures=str(sum(not c.passed for c in checks)),
+    )  # fmt: skip
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"gate.{policy}", name=f"{c.threshold} [{c.run_name}]")
+        if not c.passed:
+            failure = ET.SubElement(case, "failure", message=f"{c.metric}: {c.value:.4f} against {c.kind} {c.limit}")
+            failure.text = f"run {c.run_id}"
+    return ET.tostring(suite, encoding="unicode")
+
+
+def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
+    """Check the policy; write the summary and JUnit XML to `out`; the exit status."""
+    name, experiment, run_args, thresholds = load_policy(policy_path)
+    if run_first:
+        if not run_args:
+            raise PolicyError("--run: the policy has no run: arguments for `gavel run`")
+        done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *run_args])
+        if done.returncode != 0:
+            raise PolicyError(f"--run: `gavel run {' '.join(run_args)}` exited {done.returncode}")
+    checks: list[Check] = []
+    for threshold in thresholds:
+        runs = matching_runs(experiment, threshold.where)
+        if not runs:
+            raise PolicyError(
+                f"{threshold.name}: no FINISHED run in experiment {experiment!r} matches {threshold.where}"
+            )
+        checks += [check(threshold, run) for run in runs]
+    client = mlflow.MlflowClient()
+    for c in checks:
+        client.set_tag(c.run_id, f"gate.{name}", "pass" if c.passed else "fail")
+    out.mkdir(parents=True, exist_ok=True)
+    verdict = "pass" if all(c.passed for c in checks) else "fail"
+    summary = {"policy": name, "experiment": experiment, "verdict": verdict, "checks": [asdict(c) for c in checks]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "gate.xml").write_text(junit(name, checks))
+    print(table(checks))
+    print(f"\ngate {name}: {verdict} ({sum(c.passed for c in checks)} of {len(checks)} checks passed)")
+    return 0 if verdict == "pass" else 1
+
+
+def table(checks: list[Check]) -> str:
+    rows = [("threshold", "run", "metric", "value", "limit", "verdict")]
+    rows += [
+        (c.threshold, c.run_name, c.metric, f"{c.value:.3f}", f"{c.kind} {c.limit:g}", "pass" if c.passed else "FAIL")
+        for c in checks
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
