@@ -4,12 +4,16 @@ gavel run [OVERRIDES...] [--multirun]   run an experiment (Hydra overrides, e.g.
 gavel gate --policy FILE [--out DIR] [--run]
                                         check robustness thresholds against the newest runs (exit 0 pass,
                                         1 a threshold failed, 2 error); --run runs the policy's experiment first
+gavel report --experiment NAME [--sweep ID] [--out DIR]
+                                        a sweep's runs as one HTML file plus Markdown (intervals, curves,
+                                        Kaplan-Meier, provenance), logged to the sweep's parent run
 gavel options                           list the options of every config group
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from experiments.config import GROUPS, group_options
@@ -30,8 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "gate":
         sys.exit(gate_command(rest))
+    if command == "report":
+        sys.exit(report_command(rest))
     if command != "run":
-        print(f"gavel: unknown command {command!r}; allowed: run, gate, options\n{USAGE}", file=sys.stderr)
+        print(f"gavel: unknown command {command!r}; allowed: run, report, gate, options\n{USAGE}", file=sys.stderr)
         sys.exit(2)
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     with config_errors_exit():
@@ -40,6 +46,32 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.argv = ["gavel run", *rest]
     hydra_main()
+
+
+def report_command(args: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from reports.report import report
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact read otherwise
+    parser = argparse.ArgumentParser(prog="gavel report", description="a sweep's runs as an HTML and Markdown report")
+    parser.add_argument("--experiment", required=True, help="the MLflow experiment (a preset's name)")
+    parser.add_argument("--sweep", help="one sweep's runs (its sweep_id tag); default: every run of the experiment")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="where report.html, report.md and PNGs go")
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exit_:
+        return 2 if exit_.code else 0
+    try:
+        written = report(options.experiment, options.sweep, options.out)
+    except (ValueError, MlflowException) as error:
+        print(f"gavel: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"report: {written[0]} (and {written[1].name}, {len(written) - 2} figures)")
+    return 0
 
 
 def gate_command(args: list[str]) -> int:

@@ -56,6 +56,21 @@ def flatten(node, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+VERSIONED = ("torch", "torchvision", "adversarial-robustness-toolbox", "foolbox", "mlflow", "numpy")
+
+
+def library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} absent"
+
+    return ", ".join(one(name) for name in VERSIONED)
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(
@@ -132,6 +147,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         "defense": settings.defense.name,
         "access.budget": "null" if settings.access.budget is None else str(settings.access.budget),
         "git_sha": git_sha(),
+        "versions": library_versions(),
     }
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id

@@ -68,6 +68,19 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
     assert all(r.inputs.dataset_inputs for r in children)
     assert mlflow.get_experiment_by_name("sweep").tags["mlflow.note.content"].startswith("gavel experiment `sweep`")
 
+    # the report, read back from the store, and logged to the sweep's parent run
+    from experiments.cli import report_command
+
+    assert report_command(["--experiment", "sweep", "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    for section in ("The value of hiding", "What each step of hiding buys", "Behind every number", "Figures"):
+        assert section in page
+    assert "[0." in page and page.count("data:image/png;base64,") >= 3  # intervals; curves, Kaplan-Meier, sizes
+    for png in ("security_probabilities.png", "queries_to_success_km.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 10_000
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= logged
+
 
 @pytest.mark.slow
 def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_path):

@@ -1,0 +1,312 @@
+"""`gavel report`: a sweep's runs, read back from any MLflow tracking URI, as one self-contained HTML file plus
+Markdown and PNGs, for a security reviewer.
+
+Sections: the value-of-hiding table (per judge and defense, success under white box, transfer, scores and
+labels at each budget, with 95% intervals, and what each step of hiding buys, tested with McNemar's test on the
+same examples); security curves (success against queries on a log axis, white box and transfer as reference
+lines; success against eps where the sweep varies it); queries to success as Kaplan-Meier curves (lifelines),
+failures censored at the budget; perturbation sizes; a captioned grid of adversarial examples; and what stands
+behind every number (config, seed, git revision, library versions), with failed or unfinished runs listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+from lifelines import KaplanMeierFitter  # noqa: E402
+
+from experiments.statistics import mcnemar_test  # noqa: E402
+from reports.curves import CURVE  # noqa: E402
+from reports.summary import SWEEP_PARENT  # noqa: E402
+
+STEPS = ("white_box", "score_based", "decision_based", "transfer")
+"""The attacker's access, from most to least: open weights, a score API, a labels API, no queries at all."""
+
+
+@dataclass
+class Record:
+    run_id: str
+    name: str
+    status: str
+    tags: dict
+    params: dict
+    metrics: dict
+    per_example: dict[str, np.ndarray] | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def threat_model(self) -> str:
+        return self.tags.get("threat_model", "?")
+
+    @property
+    def budget(self) -> float:
+        value = self.params.get("access.budget", "null")
+        return math.inf if value in ("null", "None") else float(value)
+
+    def rate(self, key: str = "attack_success_rate") -> str:
+        if key not in self.metrics:
+            return "n/a"
+        low, high = self.metrics.get(f"{key}_ci_low"), self.metrics.get(f"{key}_ci_high")
+        interval = "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+        return f"{self.metrics[key]:.3f}{interval}"
+
+
+def collect(experiment: str, sweep: str | None = None) -> list[Record]:
+    """Every job's run of the experiment (of one sweep, with `sweep`), finished or not, with its per-example table
+    and success curve."""
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise ValueError(f"--experiment {experiment}: no such experiment at {mlflow.get_tracking_uri()}")
+    query = f"tags.sweep_id = '{sweep}'" if sweep else ""
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=query, output_format="list")
+    client = mlflow.MlflowClient()
+    records = []
+    for run in runs:
+        if SWEEP_PARENT in run.data.tags:
+            continue
+        record = Record(
+            run.info.run_id, run.info.run_name, run.info.status, run.data.tags, run.data.params, run.data.metrics
+        )
+        if run.info.status == "FINISHED":
+            record.per_example = _per_example(run.info.run_id)
+            history = client.get_metric_history(run.info.run_id, CURVE)
+            record.curve = sorted((m.step, m.value) for m in history)
+        records.append(record)
+    if not records:
+        raise ValueError(f"--experiment {experiment}{f' --sweep {sweep}' if sweep else ''}: no runs")
+    return sorted(records, key=lambda r: (STEPS.index(r.threat_model) if r.threat_model in STEPS else 9, r.budget))
+
+
+def _per_example(run_id: str) -> dict[str, np.ndarray] | None:
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/per_example.csv")
+    except Exception:  # a run without the table is reported as such, not dropped
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]} if rows else None
+
+
+def _finished(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.status == "FINISHED"]
+
+
+def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[str]]]:
+    """(the table: a row per judge and defense, a column per access and budget; what each step of hiding buys:
+    the drop in success from one access to the next, with McNemar's p on the same examples)."""
+    groups: dict[tuple, dict[str, Record]] = {}
+    for r in _finished(records):
+        if r.threat_model not in STEPS:
+            continue
+        column = r.threat_model if not math.isfinite(r.budget) or r.threat_model in ("white_box", "transfer") else (
+            f"{r.threat_model} @ {int(r.budget)}"
+        )  # fmt: skip
+        groups.setdefault((r.tags.get("judge", "?"), r.tags.get("defense", "none")), {})[column] = r
+    columns = sorted(
+        {c for cells in groups.values() for c in cells},
+        key=lambda c: (STEPS.index(c.split(" @ ")[0]), float(c.split(" @ ")[1]) if " @ " in c else 0),
+    )
+    table = [["judge", "defense", *columns]]
+    gains = [["judge", "defense", "from", "to", "success drop", "McNemar p (same examples)"]]
+    for (judge, defense), cells in sorted(groups.items()):
+        table.append([judge, defense, *((cells[c].rate() if c in cells else "-") for c in columns)])
+        # each step of hiding at the largest budget it was attacked with
+        chosen = [max((cells[c] for c in cells if c.split(" @ ")[0] == step), key=lambda r: r.budget, default=None)
+                  for step in STEPS]  # fmt: skip
+        present = [r for r in chosen if r is not None]
+        for before, after in zip(present, present[1:]):
+            drop = before.metrics["attack_success_rate"] - after.metrics["attack_success_rate"]
+            gains.append([judge, defense, before.name, after.name, f"{drop:+.3f}", _mcnemar(before, after)])
+    return table, gains
+
+
+def _mcnemar(a: Record, b: Record) -> str:
+    if a.per_example is None or b.per_example is None:
+        return "n/a (no per-example table)"
+    if not np.array_equal(a.per_example["index"], b.per_example["index"]):
+        return "n/a (not the same examples)"
+    attacked = (a.per_example["attacked"] > 0) & (b.per_example["attacked"] > 0)
+    result = mcnemar_test(a.per_example["success"][attacked] > 0, b.per_example["success"][attacked] > 0)
+    return f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
+
+
+def security_curves(records: list[Record]) -> dict[str, plt.Figure]:
+    """Success against queries (log x) per output, white box and transfer as reference lines; success against
+    eps where the sweep varies it."""
+    figures = {}
+    done = _finished(records)
+    references = [r for r in done if r.threat_model in ("white_box", "transfer")]
+    by_output: dict[str, list[Record]] = {}
+    for r in done:
+        if r.curve:
+            by_output.setdefault(r.tags.get("access.output", "?"), []).append(r)
+    for output, runs in sorted(by_output.items()):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in runs:
+            ax.plot([s for s, _ in r.curve], [v for _, v in r.curve], marker=".", label=r.name)
+        for r, style in zip(references, ("--", ":", "-.", "--")):
+            ax.axhline(r.metrics["attack_success_rate"], linestyle=style, color="black", label=f"{r.name} (reference)")
+        ax.set(xscale="log", xlabel="queries per example", ylabel="attack success rate", ylim=(0, 1))
+        ax.set_title(f"security curve, output={output}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        figures[f"security_{output}.png"] = fig
+    eps_values = {r.params.get("attack.eps") for r in done}
+    if len(eps_values) > 1:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        by_model: dict[str, list[Record]] = {}
+        for r in done:
+            by_model.setdefault(f"{r.threat_model}, {r.tags.get('access.output')}", []).append(r)
+        for label, runs in sorted(by_model.items()):
+            runs = sorted(runs, key=lambda r: float(r.params.get("attack.eps", "nan")))
+            ax.plot([float(r.params["attack.eps"]) for r in runs],
+                    [r.metrics["attack_success_rate"] for r in runs], marker="o", label=label)  # fmt: skip
+        ax.set(xlabel="eps", ylabel="attack success rate", ylim=(0, 1), title="success against eps")
+        ax.legend(fontsize=7)
+        figures["security_eps.png"] = fig
+    return figures
+
+
+def kaplan_meier(records: list[Record]) -> tuple[plt.Figure | None, dict[str, KaplanMeierFitter]]:
+    """Queries to success per query attack: 1 - survival, with failures censored at the queries they spent (the
+    budget, when it bound)."""
+    fitted = {}
+    for r in _finished(records):
+        if r.per_example is None or not r.curve:
+            continue
+        attacked = r.per_example["attacked"] > 0
+        fitter = KaplanMeierFitter(label=r.name)
+        fitter.fit(np.maximum(r.per_example["queries"][attacked], 1), r.per_example["success"][attacked] > 0)
+        fitted[r.name] = fitter
+    if not fitted:
+        return None, fitted
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, fitter in fitted.items():
+        fitter.plot_cumulative_density(ax=ax, ci_show=True)
+    ax.set(xscale="log", xlabel="queries", ylabel="fooled (Kaplan-Meier)", ylim=(0, 1), title="queries to success")
+    ax.legend(fontsize=6)
+    return fig, fitted
+
+
+def perturbations(records: list[Record]) -> plt.Figure | None:
+    runs = [r for r in _finished(records) if r.per_example is not None and (r.per_example["success"] > 0).any()]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        linf = r.per_example["linf"][r.per_example["success"] > 0]
+        ax.hist(linf, bins=20, alpha=0.5, label=f"{r.name} ({len(linf)})")
+    ax.set(xlabel="L-inf size of successful perturbations", ylabel="examples", title="perturbation sizes")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def provenance(records: list[Record]) -> list[list[str]]:
+    rows = [["run", "status", "seed", "git revision", "versions", "run id"]]
+    for r in records:
+        rows.append([r.name, r.status, r.params.get("seed", "?"), r.tags.get("git_sha", "?")[:12],
+                     r.tags.get("versions", "?"), r.run_id])  # fmt: skip
+    return rows
+
+
+def example_grid(records: list[Record]) -> tuple[bytes, str] | None:
+    for r in _finished(records):
+        if r.per_example is not None and (r.per_example["success"] > 0).any():
+            try:
+                path = mlflow.artifacts.download_artifacts(f"runs:/{r.run_id}/adversarial_grid.png")
+            except Exception:
+                continue
+            return Path(path).read_bytes(), f"Adversarial examples of {r.name} with their perturbations"
+    return None
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]])
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(experiment: str, records: list[Record], out: Path) -> list[Path]:
+    """report.html (images inline), report.md and the PNGs in `out`; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    table, gains = value_of_hiding(records)
+    images: list[tuple[str, bytes, str]] = [
+        (name, _png(fig), f"Success against queries or eps ({name})") for name, fig in security_curves(records).items()
+    ]
+    km, _ = kaplan_meier(records)
+    if km is not None:
+        images.append(("queries_to_success_km.png", _png(km), "Queries to success (Kaplan-Meier, 95% bands)"))
+    sizes = perturbations(records)
+    if sizes is not None:
+        images.append(("perturbations.png", _png(sizes), "Sizes of the successful perturbations"))
+    grid = example_grid(records)
+    if grid is not None:
+        images.append(("adversarial_examples.png", *grid))
+    missing = [[r.name, r.status, r.run_id] for r in records if r.status != "FINISHED"]
+    sections = [
+        ("The value of hiding", table, "Success rate [95% interval] per judge and defense, by the attacker's access."),
+        ("What each step of hiding buys", gains, "Success lost from one access to the next, on the same examples."),
+        ("Runs missing or failed", [["run", "status", "run id"], *missing] if missing else None, "None."),
+        ("Behind every number", provenance(records), "Each run's seed, git revision and library versions."),
+    ]
+    written = []
+    for name, data, _ in images:
+        (out / name).write_bytes(data)
+        written.append(out / name)
+    md = [f"# gavel report: {experiment}", ""]
+    page = [f"<html><head><meta charset='utf-8'><title>gavel report: {html.escape(experiment)}</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:900px}</style></head><body>",
+            f"<h1>gavel report: {html.escape(experiment)}</h1>"]  # fmt: skip
+    for title, rows, caption in sections:
+        md += [f"## {title}", "", caption if rows is None else _md_table(rows), ""]
+        page += [f"<h2>{html.escape(title)}</h2>", html.escape(caption) if rows is None else _html_table(rows)]
+    md += ["## Figures", ""]
+    page.append("<h2>Figures</h2>")
+    for name, data, caption in images:
+        md += [f"![{caption}]({name})", "", caption, ""]
+        encoded = base64.b64encode(data).decode()
+        page.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    page.append("</body></html>")
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text("\n".join(page))
+    return [out / "report.html", out / "report.md", *written]
+
+
+def report(experiment: str, sweep: str | None, out: Path) -> list[Path]:
+    """Write the report; log it to the sweep's parent run when there is one."""
+    records = collect(experiment, sweep)
+    written = write_report(experiment, records, out)
+    sweeps = {r.tags.get("sweep_id") for r in records} - {None}
+    if len(sweeps) == 1:
+        (sweep_id,) = sweeps
+        parents = mlflow.search_runs(
+            experiment_names=[experiment], filter_string=f"tags.{SWEEP_PARENT} = '{sweep_id}'", output_format="list"
+        )
+        for parent in parents:
+            for path in written:
+                mlflow.MlflowClient().log_artifact(parent.info.run_id, str(path), artifact_path="report")
+    return written
