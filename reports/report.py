@@ -290,6 +290,11 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
         encoded = base64.b64encode(data).decode()
         page.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    # A reader's browser says how many figures it drew (the browser test reads it back from the rendered page).
+    page.append(
+        "<script>window.addEventListener('load', () => { document.body.dataset.imagesDrawn = "
+        "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>"
+    )
     page.append("</body></html>")
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text("\n".join(page))
