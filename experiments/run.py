@@ -45,7 +45,7 @@ def where_the_run_is(experiment: str) -> str:
     uri = mlflow.get_tracking_uri()
     return (
         f"MLflow: run {run.info.run_id} ({run.info.run_name}) in experiment '{experiment}' at {uri}\n"
-        f"        browse it with: mlflow ui --backend-store-uri {uri}"
+        f"        browse it with: mlflow ui --backend-store-uri {uri}, then {tracking.runs_page(experiment)}"
     )
 
 

@@ -160,6 +160,14 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         yield run
 
 
+def runs_page(experiment: str) -> str:
+    """Where `mlflow ui`'s runs table of `experiment` opens (MLflow 3 opens an experiment on its GenAI overview;
+    `workflowType=machine_learning` is its "Model training" view, checked in MLflow 3.17's UI)."""
+    found = mlflow.get_experiment_by_name(experiment)
+    where = f"#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else ""
+    return f"http://127.0.0.1:5000/{where}"
+
+
 def describe_run(settings: RunSettings, metrics: dict[str, float]) -> None:
     mlflow.set_tag(NOTE, run_description(settings, metrics))
 

@@ -27,7 +27,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
-from experiments.statistics import mcnemar_test  # noqa: E402
+from experiments.statistics import mcnemar_test, rate_interval  # noqa: E402
 from reports.curves import CURVE  # noqa: E402
 from reports.summary import SWEEP_PARENT  # noqa: E402
 
@@ -103,15 +103,18 @@ def _finished(records: list[Record]) -> list[Record]:
 
 def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[str]]]:
     """(the table: a row per judge and defense, a column per access and budget; what each step of hiding buys:
-    the drop in success from one access to the next, with McNemar's p on the same examples)."""
-    groups: dict[tuple, dict[str, Record]] = {}
+    the drop in success from one access to the next, with McNemar's p on the same examples). Runs of several
+    seeds share a cell: their successes pooled over all their examples, with the pooled interval."""
+    groups: dict[tuple, dict[str, list[Record]]] = {}
     for r in _finished(records):
         if r.threat_model not in STEPS:
             continue
         column = r.threat_model if not math.isfinite(r.budget) or r.threat_model in ("white_box", "transfer") else (
             f"{r.threat_model} @ {int(r.budget)}"
         )  # fmt: skip
-        groups.setdefault((r.tags.get("judge", "?"), r.tags.get("defense", "none")), {})[column] = r
+        groups.setdefault((r.tags.get("judge", "?"), r.tags.get("defense", "none")), {}).setdefault(column, []).append(
+            r
+        )
     columns = sorted(
         {c for cells in groups.values() for c in cells},
         key=lambda c: (STEPS.index(c.split(" @ ")[0]), float(c.split(" @ ")[1]) if " @ " in c else 0),
@@ -119,24 +122,48 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
     table = [["judge", "defense", *columns]]
     gains = [["judge", "defense", "from", "to", "success drop", "McNemar p (same examples)"]]
     for (judge, defense), cells in sorted(groups.items()):
-        table.append([judge, defense, *((cells[c].rate() if c in cells else "-") for c in columns)])
+        table.append([judge, defense, *((_pooled(cells[c]) if c in cells else "-") for c in columns)])
         # each step of hiding at the largest budget it was attacked with
-        chosen = [max((cells[c] for c in cells if c.split(" @ ")[0] == step), key=lambda r: r.budget, default=None)
-                  for step in STEPS]  # fmt: skip
-        present = [r for r in chosen if r is not None]
-        for before, after in zip(present, present[1:]):
-            drop = before.metrics["attack_success_rate"] - after.metrics["attack_success_rate"]
-            gains.append([judge, defense, before.name, after.name, f"{drop:+.3f}", _mcnemar(before, after)])
+        steps = []
+        for step in STEPS:
+            mine = [c for c in cells if c.split(" @ ")[0] == step]
+            if mine:
+                steps.append(cells[max(mine, key=lambda c: cells[c][0].budget)])
+        for before, after in zip(steps, steps[1:]):
+            drop = _rate(before)[0] - _rate(after)[0]
+            gains.append([judge, defense, before[0].name, after[0].name, f"{drop:+.3f}", _mcnemar(before, after)])
     return table, gains
 
 
-def _mcnemar(a: Record, b: Record) -> str:
-    if a.per_example is None or b.per_example is None:
-        return "n/a (no per-example table)"
-    if not np.array_equal(a.per_example["index"], b.per_example["index"]):
-        return "n/a (not the same examples)"
-    attacked = (a.per_example["attacked"] > 0) & (b.per_example["attacked"] > 0)
-    result = mcnemar_test(a.per_example["success"][attacked] > 0, b.per_example["success"][attacked] > 0)
+def _rate(runs: list[Record]) -> tuple[float, int, int]:
+    """(success rate, successes, attacked) pooled over `runs` (the seeds of one configuration)."""
+    hits = sum(round(r.metrics["attack_success_rate"] * r.metrics["n_attacked"]) for r in runs)
+    total = sum(int(r.metrics["n_attacked"]) for r in runs)
+    return hits / total, hits, total
+
+
+def _pooled(runs: list[Record]) -> str:
+    if len(runs) == 1:
+        return runs[0].rate()
+    rate, hits, total = _rate(runs)
+    interval = rate_interval(hits, total)
+    return f"{rate:.3f} [{interval.low:.3f}, {interval.high:.3f}] ({len(runs)} seeds)"
+
+
+def _mcnemar(first: list[Record], second: list[Record]) -> str:
+    """McNemar's test on the examples both configurations attacked, each seed's run paired with the other's."""
+    a_success, b_success = [], []
+    by_seed = {r.params.get("seed"): r for r in second}
+    for a in first:
+        b = by_seed.get(a.params.get("seed"))
+        if b is None or a.per_example is None or b.per_example is None:
+            return "n/a (no per-example table for every seed)"
+        if not np.array_equal(a.per_example["index"], b.per_example["index"]):
+            return "n/a (not the same examples)"
+        attacked = (a.per_example["attacked"] > 0) & (b.per_example["attacked"] > 0)
+        a_success.append(a.per_example["success"][attacked] > 0)
+        b_success.append(b.per_example["success"][attacked] > 0)
+    result = mcnemar_test(np.concatenate(a_success), np.concatenate(b_success))
     return f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
 
 

@@ -10,7 +10,7 @@ import mlflow
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from experiments.tracking import NOTE, sweep_id_for, use_experiment
+from experiments.tracking import NOTE, runs_page, sweep_id_for, use_experiment
 from reports.curves import plot_curves
 from reports.table import format_table, sweep_rows
 
@@ -26,7 +26,8 @@ class SweepSummary(Callback):
         uri = mlflow.get_tracking_uri()
         where = (
             f"MLflow: {len(rows)} runs in experiment '{config.experiment_name}' (tag sweep_id={sweep_id}) at {uri}\n"
-            f"        browse them with: mlflow ui --backend-store-uri {uri}"
+            f"        browse them with: mlflow ui --backend-store-uri {uri}, "
+            f"then {runs_page(config.experiment_name)}"
         )
         curves = plot_curves(rows, sweep_dir)
         if curves:

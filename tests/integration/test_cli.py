@@ -201,3 +201,20 @@ def test_a_single_run_says_which_run_it_was_and_keeps_its_artifacts_beside_the_s
     assert f"MLflow: run {run.info.run_id} ({run.info.run_name}) in experiment 'single'" in done.stdout
     assert "browse it with: mlflow ui --backend-store-uri sqlite:///" in done.stdout
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns").resolve().as_uri())
+
+
+@pytest.mark.slow
+def test_the_gate_runs_its_experiment_first_with_run(tmp_path):
+    from experiments.cli import gate_command
+
+    policy = tmp_path / "first.yaml"
+    policy.write_text(
+        "experiment: gated\n"
+        f"run: attack=fgsm n_examples=6 experiment_name=gated hydra.run.dir={tmp_path / 'out'}\n"
+        "thresholds:\n"
+        "  - {where: {threat_model: white_box}, metric: attack_success_rate, max: 1.0}\n"
+    )
+    assert gate_command(["--policy", str(policy), "--out", str(tmp_path / "gate")]) == 2  # nothing run yet
+    assert gate_command(["--policy", str(policy), "--out", str(tmp_path / "gate"), "--run"]) == 0
+    (run,) = runs("gated")
+    assert run.data.tags["gate.first"] == "pass"
