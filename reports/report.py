@@ -27,7 +27,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
-from experiments.statistics import mcnemar_test, rate_interval  # noqa: E402
+from experiments.statistics import bootstrap_interval, mcnemar_test, rate_interval  # noqa: E402
 from reports.curves import CURVE  # noqa: E402
 from reports.summary import SWEEP_PARENT  # noqa: E402
 
@@ -120,7 +120,7 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
         key=lambda c: (STEPS.index(c.split(" @ ")[0]), float(c.split(" @ ")[1]) if " @ " in c else 0),
     )
     table = [["judge", "defense", *columns]]
-    gains = [["judge", "defense", "from", "to", "success drop", "McNemar p (same examples)"]]
+    gains = [["judge", "defense", "from", "to", "success drop [95% interval]", "McNemar p (same examples)"]]
     for (judge, defense), cells in sorted(groups.items()):
         table.append([judge, defense, *((_pooled(cells[c]) if c in cells else "-") for c in columns)])
         # each step of hiding at the largest budget it was attacked with
@@ -131,7 +131,16 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
                 steps.append(cells[max(mine, key=lambda c: cells[c][0].budget)])
         for before, after in zip(steps, steps[1:]):
             drop = _rate(before)[0] - _rate(after)[0]
-            gains.append([judge, defense, before[0].name, after[0].name, f"{drop:+.3f}", _mcnemar(before, after)])
+            paired = _paired(before, after)
+            if isinstance(paired, str):
+                change, test = f"{drop:+.3f}", paired
+            else:
+                first, second = paired
+                interval = bootstrap_interval(lambda a, b: a.mean() - b.mean(), (first, second))
+                result = mcnemar_test(first, second)
+                change = f"{drop:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+                test = f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
+            gains.append([judge, defense, before[0].name, after[0].name, change, test])
     return table, gains
 
 
@@ -150,8 +159,9 @@ def _pooled(runs: list[Record]) -> str:
     return f"{rate:.3f} [{interval.low:.3f}, {interval.high:.3f}] ({len(runs)} seeds)"
 
 
-def _mcnemar(first: list[Record], second: list[Record]) -> str:
-    """McNemar's test on the examples both configurations attacked, each seed's run paired with the other's."""
+def _paired(first: list[Record], second: list[Record]) -> tuple[np.ndarray, np.ndarray] | str:
+    """Each example's success under both configurations (the examples both attacked, each seed's run paired with
+    the other's), or why they cannot be paired."""
     a_success, b_success = [], []
     by_seed = {r.params.get("seed"): r for r in second}
     for a in first:
@@ -163,8 +173,7 @@ def _mcnemar(first: list[Record], second: list[Record]) -> str:
         attacked = (a.per_example["attacked"] > 0) & (b.per_example["attacked"] > 0)
         a_success.append(a.per_example["success"][attacked] > 0)
         b_success.append(b.per_example["success"][attacked] > 0)
-    result = mcnemar_test(np.concatenate(a_success), np.concatenate(b_success))
-    return f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
+    return np.concatenate(a_success), np.concatenate(b_success)
 
 
 def security_curves(records: list[Record]) -> dict[str, plt.Figure]:
@@ -239,10 +248,11 @@ def perturbations(records: list[Record]) -> plt.Figure | None:
 
 
 def provenance(records: list[Record]) -> list[list[str]]:
-    rows = [["run", "status", "seed", "git revision", "versions", "run id"]]
+    rows = [["run", "status", "config (the job's overrides)", "seed", "git revision", "versions", "run id"]]
     for r in records:
-        rows.append([r.name, r.status, r.params.get("seed", "?"), r.tags.get("git_sha", "?")[:12],
-                     r.tags.get("versions", "?"), r.run_id])  # fmt: skip
+        overrides = " ".join(o for o in r.tags.get("overrides", "").split() if not o.startswith("run_label="))
+        rows.append([r.name, r.status, overrides or "(defaults)", r.params.get("seed", "?"),
+                     r.tags.get("git_sha", "?")[:12], r.tags.get("versions", "?"), r.run_id])  # fmt: skip
     return rows
 
 
