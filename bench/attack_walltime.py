@@ -91,10 +91,11 @@ def main() -> None:
                 print(f"  {attack:<20} {threat_model.name:<15} failed: {type(error).__name__}: {error}")
                 continue
             seconds = time.perf_counter() - start
+            # a white-box attack sends no query: its query figures are left out, not 0
+            queries = f"queries/example {metrics['queries_mean']:.0f}" if "queries_mean" in metrics else "no queries"
             print(
                 f"  {attack:<20} {threat_model.name:<15} {seconds:7.1f} s  "
-                f"success {metrics['attack_success_rate']:.3f} of {int(metrics['n_attacked'])}  "
-                f"queries/example {metrics['queries_mean']:.0f}"
+                f"success {metrics['attack_success_rate']:.3f} of {int(metrics['n_attacked'])}  {queries}"
             )
 
 

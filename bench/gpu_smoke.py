@@ -55,7 +55,7 @@ def main() -> int:
                 continue
             print(
                 f"  {' '.join(overrides):<45} {time.perf_counter() - start:6.1f} s  "
-                f"success {metrics['attack_success_rate']:.3f}  queries {metrics['queries_total']:.0f}"
+                f"success {metrics['attack_success_rate']:.3f}  queries {metrics.get('queries_total', 'n/a')}"
             )
     return 1 if failed else 0
 

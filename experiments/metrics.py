@@ -23,6 +23,7 @@ PER_EXAMPLE_COLUMNS = (
     "attacked",
     "success",
     "queries",
+    "queries_to_success",
     "linf",
     "l2",
 )
@@ -134,6 +135,7 @@ def evaluate(
         "attacked": attacked,
         "success": success,
         "queries": spread(result.queries, np.int64),
+        "queries_to_success": spread(result.queries_to_success, np.int64, -1),  # -1: not seen fooled
         "linf": spread(linf_attacked, np.float64),
         "l2": spread(l2_attacked, np.float64),
     }
@@ -150,11 +152,11 @@ def _query_metrics(
     success: np.ndarray,
     result: AttackResult,
     compromise: Compromise,
-    budgeted: bool,
+    charged: bool,
 ) -> dict[str, float]:
-    """Queries spent, the area under the success-vs-queries curve (`budgeted`: an attack that spends a query
-    budget), and what the time and the accounts behind the successes cost where the policy gives them a clock
-    and a price."""
+    """Queries spent, the area under the success-vs-queries curve (`charged`: an attack that spends a query
+    budget on the examples, as its threat model says), and what the time and the accounts behind the successes
+    cost where the policy gives them a clock and a price."""
     n = len(queries)
     metrics = {
         "queries_total": float(total),
@@ -167,7 +169,7 @@ def _query_metrics(
     }
     spent = np.where(result.queries_to_success > 0, result.queries_to_success, result.queries)
     most = compromise.budget if compromise.budget is not None else int(result.queries.max(initial=0))
-    if budgeted and most >= 2:
+    if charged and most >= 2:
         area = lambda s, q: success_auc(s, q, most)  # noqa: E731
         metrics["success_auc"] = area(success, spent)
         metrics |= _with_interval("success_auc", bootstrap_interval(area, (success, spent)))

@@ -55,14 +55,14 @@ def detection_metrics(oracle: Oracle, result: AttackResult) -> dict[str, float]:
     received again."""
     n_attacked = len(result.queries)
     charged: dict = {}
-    flagged_at: dict = {}
     received = refused = 0
     for entry in oracle.ledger:
         received += entry.requested
         refused += entry.rejected + entry.banned
         charged[entry.example] = charged.get(entry.example, 0) + entry.evaluated + entry.rejected
-        if entry.rejected and entry.example not in flagged_at:
-            flagged_at[entry.example] = charged[entry.example]
+    flagged_at: dict = {}
+    for detection in oracle.detections:  # in order: an example's first flag, at its charge with the flagged row
+        flagged_at.setdefault(detection.example, detection.query)
     banned_out = len(oracle.banned) >= oracle.policy.accounts
     budget = oracle.policy.budget
     detected = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 import hydra
@@ -32,7 +31,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
             data = runner.load_data(settings)
     except SystemExit:
         if hydra_cfg.mode == RunMode.RUN:  # a refused run leaves nothing behind, not even Hydra's folder for it
-            remove_output_folder(Path(hydra_cfg.runtime.output_dir))
+            remove_output_folder(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
         raise
     metrics = runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
     if hydra_cfg.mode == RunMode.RUN:  # a sweep prints its table and where its runs are (reports.summary)
@@ -49,10 +48,34 @@ def where_the_run_is(experiment: str) -> str:
     )
 
 
-def remove_output_folder(folder: Path) -> None:
-    """Hydra's folder for a refused run (its saved config and log, nothing of gavel's), and, with Hydra's default
-    layout (`outputs/<date>/<time>`), the date folder and `outputs/` above it when they are left empty."""
-    shutil.rmtree(folder, ignore_errors=True)
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+"""What Hydra saves in `<run folder>/.hydra/` when a job starts."""
+
+
+def remove_output_folder(folder: Path, job_name: str) -> None:
+    """Hydra's folder for a refused run, only when it holds nothing but what Hydra wrote for this job (its saved
+    config and its log); then, with Hydra's default layout (`outputs/<date>/<time>`), the date folder and
+    `outputs/` above it when they are left empty. A folder holding anything else (a `hydra.run.dir` the user
+    pointed at an existing folder, another run's files) is left as it is."""
+    hydra_dir, log = folder / ".hydra", folder / f"{job_name}.log"
+    try:
+        ours = {p.name for p in folder.iterdir()} <= {".hydra", log.name} and (
+            not hydra_dir.exists() or {p.name for p in hydra_dir.iterdir()} <= set(HYDRA_FILES)
+        )
+    except OSError:
+        return
+    if not ours:
+        return
+    for name in HYDRA_FILES:
+        (hydra_dir / name).unlink(missing_ok=True)
+    log.unlink(missing_ok=True)
+    for empty in (hydra_dir, folder):
+        try:
+            empty.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
     date = folder.parent
     if date.parent.name == "outputs" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", date.name):
         for empty in (date, date.parent):  # only if empty: other runs stay

@@ -9,6 +9,9 @@ the newest FINISHED run of each configuration, and checks one metric of each:
 - `baseline: RUN_ID` with `max_increase: X` (or `max_decrease: X`) fails when the metric moved by more than X
   from the baseline run's.
 
+With `--run` only the runs that run made are checked; without, the newest run of every configuration the
+experiment holds (an old configuration stays in the gate until its runs are deleted).
+
 Exit status 0 when every check passes, 1 when one fails, 2 for an error (a malformed policy, no matching run).
 It prints a table, writes `summary.json` and JUnit XML (`gate.xml`) to `--out`, and tags every checked run
 `gate.<policy name>` = pass | fail.
@@ -20,6 +23,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,8 +132,9 @@ def _threshold(i: int, item: Any) -> Threshold:
     return Threshold(name, metric, dict(where), float(limit), kind, bound, baseline)
 
 
-def matching_runs(experiment: str, where: dict[str, Any]) -> list:
-    """The newest FINISHED run of each configuration (its overrides, less its run label) matching `where`."""
+def matching_runs(experiment: str, where: dict[str, Any], since: int = 0) -> list:
+    """The newest FINISHED run of each configuration (its overrides, less its run label) matching `where`, among
+    the runs started at or after `since` (ms since the epoch)."""
     if mlflow.get_experiment_by_name(experiment) is None:
         return []
     runs = mlflow.search_runs(
@@ -139,6 +144,8 @@ def matching_runs(experiment: str, where: dict[str, Any]) -> list:
     for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
         tags, params = run.data.tags, run.data.params
         if SWEEP_PARENT in tags or not all(tags.get(k) == str(v) for k, v in where.items() if k in TAG_KEYS):
+            continue
+        if (run.info.start_time or 0) < since:
             continue
         budget = params.get("access.budget", "null")
         budget = math.inf if budget in ("null", "None") else int(budget)
@@ -187,7 +194,9 @@ def junit(policy: str, checks: list[Check]) -> str:
 def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
     """Check the policy; write the summary and JUnit XML to `out`; the exit status."""
     name, experiment, run_args, thresholds = load_policy(policy_path)
+    since = 0  # with --run, only the runs it made: an older configuration must not pass or fail this gate
     if run_first:
+        since = int(time.time() * 1000)
         if not run_args:
             raise PolicyError("--run: the policy has no run: arguments for `gavel run`")
         done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *run_args])
@@ -195,7 +204,7 @@ def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
             raise PolicyError(f"--run: `gavel run {' '.join(run_args)}` exited {done.returncode}")
     checks: list[Check] = []
     for threshold in thresholds:
-        runs = matching_runs(experiment, threshold.where)
+        runs = matching_runs(experiment, threshold.where, since)
         if not runs:
             raise PolicyError(
                 f"{threshold.name}: no FINISHED run in experiment {experiment!r} matches {threshold.where}"

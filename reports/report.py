@@ -45,6 +45,7 @@ class Record:
     metrics: dict
     per_example: dict[str, np.ndarray] | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
+    start_time: int = 0
 
     @property
     def threat_model(self) -> str:
@@ -76,8 +77,9 @@ def collect(experiment: str, sweep: str | None = None) -> list[Record]:
         if SWEEP_PARENT in run.data.tags:
             continue
         record = Record(
-            run.info.run_id, run.info.run_name, run.info.status, run.data.tags, run.data.params, run.data.metrics
-        )
+            run.info.run_id, run.info.run_name, run.info.status, run.data.tags, run.data.params, run.data.metrics,
+            start_time=run.info.start_time or 0,
+        )  # fmt: skip
         if run.info.status == "FINISHED":
             record.per_example = _per_example(run.info.run_id)
             history = client.get_metric_history(run.info.run_id, CURVE)
@@ -101,46 +103,58 @@ def _finished(records: list[Record]) -> list[Record]:
     return [r for r in records if r.status == "FINISHED"]
 
 
+SET_BY_COLUMN = {"attack", "access", "access.budget", "access.output", "defense", "seed", "run_label", "experiment"}
+"""Overrides the table shows by its columns (or pools, the seed); any other override sets a row of its own."""
+
+
 def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[str]]]:
-    """(the table: a row per judge and defense, a column per access and budget; what each step of hiding buys:
-    the drop in success from one access to the next, with McNemar's p on the same examples). Runs of several
-    seeds share a cell: their successes pooled over all their examples, with the pooled interval."""
-    groups: dict[tuple, dict[str, list[Record]]] = {}
-    for r in _finished(records):
-        if r.threat_model not in STEPS:
-            continue
-        column = r.threat_model if not math.isfinite(r.budget) or r.threat_model in ("white_box", "transfer") else (
-            f"{r.threat_model} @ {int(r.budget)}"
-        )  # fmt: skip
-        groups.setdefault((r.tags.get("judge", "?"), r.tags.get("defense", "none")), {}).setdefault(column, []).append(
-            r
-        )
+    """(the table: a row per judge, defense and any other setting a sweep varies, a column per access and budget
+    (and attack, where one access was attacked several ways); what each step of hiding buys: the drop in success
+    from one access to the next, with a paired bootstrap interval and McNemar's p on the same examples). Only
+    runs that differ in their seed share a cell: their successes are pooled (the newest run of each seed)."""
+    runs = [r for r in _finished(records) if r.threat_model in STEPS]
+    attacks_per_access = {}
+    for r in runs:
+        attacks_per_access.setdefault(r.threat_model, set()).add(r.tags.get("attack"))
+    groups: dict[tuple, dict[str, dict[str, Record]]] = {}
+    for r in sorted(runs, key=lambda r: r.start_time):  # a newer run of the same seed replaces an older one
+        column = r.threat_model
+        if len(attacks_per_access[r.threat_model]) > 1:
+            column += f" {r.tags.get('attack')}"
+        if math.isfinite(r.budget) and r.threat_model not in ("white_box", "transfer"):
+            column += f" @ {int(r.budget)}"
+        overrides = dict(o.lstrip("+").split("=", 1) for o in r.tags.get("overrides", "").split() if "=" in o)
+        setting = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k not in SET_BY_COLUMN) or "-"
+        row = (r.tags.get("judge", "?"), r.tags.get("defense", "none"), setting)
+        groups.setdefault(row, {}).setdefault(column, {})[r.params.get("seed", "?")] = r
     columns = sorted(
         {c for cells in groups.values() for c in cells},
-        key=lambda c: (STEPS.index(c.split(" @ ")[0]), float(c.split(" @ ")[1]) if " @ " in c else 0),
+        key=lambda c: (STEPS.index(c.split(" ")[0]), c.split(" @ ")[0], float(c.split(" @ ")[1]) if " @ " in c else 0),
     )
-    table = [["judge", "defense", *columns]]
-    gains = [["judge", "defense", "from", "to", "success drop [95% interval]", "McNemar p (same examples)"]]
-    for (judge, defense), cells in sorted(groups.items()):
-        table.append([judge, defense, *((_pooled(cells[c]) if c in cells else "-") for c in columns)])
-        # each step of hiding at the largest budget it was attacked with
+    table = [["judge", "defense", "setting", *columns]]
+    gains = [["judge", "defense", "setting", "from", "to", "success drop [95% interval]", "McNemar p (same examples)"]]
+    for (judge, defense, setting), by_column in sorted(groups.items()):
+        cells = {column: list(by_seed.values()) for column, by_seed in by_column.items()}
+        table.append([judge, defense, setting, *((_pooled(cells[c]) if c in cells else "-") for c in columns)])
+        # each access at its strongest: the largest budget it was attacked with, the best attack there
         steps = []
         for step in STEPS:
-            mine = [c for c in cells if c.split(" @ ")[0] == step]
+            mine = [c for c in cells if c.split(" ")[0] == step]
             if mine:
-                steps.append(cells[max(mine, key=lambda c: cells[c][0].budget)])
+                largest = max(cells[c][0].budget for c in mine)
+                at_largest = [c for c in mine if cells[c][0].budget == largest]
+                steps.append(cells[max(at_largest, key=lambda c: _rate(cells[c])[0])])
         for before, after in zip(steps, steps[1:]):
-            drop = _rate(before)[0] - _rate(after)[0]
             paired = _paired(before, after)
             if isinstance(paired, str):
-                change, test = f"{drop:+.3f}", paired
-            else:
+                change, test = f"{_rate(before)[0] - _rate(after)[0]:+.3f}", paired
+            else:  # the drop, its interval and the test, all on the same paired examples
                 first, second = paired
                 interval = bootstrap_interval(lambda a, b: a.mean() - b.mean(), (first, second))
                 result = mcnemar_test(first, second)
-                change = f"{drop:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+                change = f"{first.mean() - second.mean():+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
                 test = f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
-            gains.append([judge, defense, before[0].name, after[0].name, change, test])
+            gains.append([judge, defense, setting, before[0].name, after[0].name, change, test])
     return table, gains
 
 
@@ -221,8 +235,13 @@ def kaplan_meier(records: list[Record]) -> tuple[plt.Figure | None, dict[str, Ka
         if r.per_example is None or not r.curve:
             continue
         attacked = r.per_example["attacked"] > 0
+        success = r.per_example["success"][attacked] > 0
+        spent = r.per_example["queries"][attacked]
+        if "queries_to_success" in r.per_example:  # the query that fooled it (a library attack may query on)
+            seen = r.per_example["queries_to_success"][attacked]
+            spent = np.where(success & (seen > 0), seen, spent)
         fitter = KaplanMeierFitter(label=r.name)
-        fitter.fit(np.maximum(r.per_example["queries"][attacked], 1), r.per_example["success"][attacked] > 0)
+        fitter.fit(np.maximum(spent, 1), success)
         fitted[r.name] = fitter
     if not fitted:
         return None, fitted

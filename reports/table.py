@@ -103,7 +103,9 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
         row = {**group[0], "overrides": {k: v for k, v in group[0]["overrides"].items() if k != "seed"}}
         row["seeds"] = float(len(group))
         numeric = {k for member in group for k, v in member.items() if isinstance(v, float)}
-        for key in numeric - {"seeds"}:
+        for key in {k for k in numeric if k.endswith(("_ci_low", "_ci_high"))}:
+            row.pop(key, None)  # an average of bounds is no interval: only the pooled rates get theirs back
+        for key in {k for k in numeric if not k.endswith(("_ci_low", "_ci_high"))} - {"seeds"}:
             values = [member[key] for member in group if key in member]
             row[key] = sum(values) / len(values) if len(values) == len(group) else None
         for rate, count in POOLED_RATES:

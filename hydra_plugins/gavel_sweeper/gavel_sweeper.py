@@ -40,6 +40,7 @@ def _short(key: str, value: str) -> str:
     """One override in a run label: a flag by its name, a number with its key's last part, anything else (a
     config-group option, a word) by its value."""
     name = key.lstrip("+~").rsplit(".", 1)[-1]
+    value = value.replace("'", "").replace('"', "")  # the label travels as a quoted override value
     if value.lower() == "true":
         return name
     if value.lower() == "false":

@@ -3,9 +3,11 @@ nothing trained or recorded; and an error raised mid-run is never reported as a 
 
 from __future__ import annotations
 
+import subprocess
+
 import mlflow
 import pytest
-from helpers.cli import gavel_in_own_folder
+from helpers.cli import GAVEL, gavel_in_own_folder
 
 from experiments.config import compose_config
 from experiments.settings import RunSettings
@@ -144,3 +146,16 @@ def test_a_surrogate_the_attack_does_not_use_is_not_held_to_its_labelling_budget
     args = ["attack=square", "access=hidden_probabilities", "access.budget=1", "surrogate.knowledge=extracted"]
     check_overrides(args)
     assert RunSettings.from_config(compose_config(args)).access.budget == 1
+
+
+@pytest.mark.slow
+def test_a_refused_run_never_deletes_a_folder_it_did_not_make(tmp_path):
+    """`hydra.run.dir` pointed at a folder of the user's: the refused run removes nothing of theirs."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep")
+    done = subprocess.run(
+        [GAVEL, "run", "access.budget=-1", f"hydra.run.dir={mine}"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert (mine / "precious.txt").read_text() == "keep"

@@ -197,5 +197,8 @@ def test_per_example_csv_has_the_documented_columns():
         compromise=free(1),
     )
     lines = per_example_csv(evaluation.per_example).splitlines()
-    assert lines[0] == "index,label,initial_prediction,final_prediction,attacked,success,queries,linf,l2"
-    assert lines[1] == "7,2,2,4,1,1,12,0.05,0.05"
+    assert (
+        lines[0]
+        == "index,label,initial_prediction,final_prediction,attacked,success,queries,queries_to_success,linf,l2"
+    )
+    assert lines[1] == "7,2,2,4,1,1,12,-1,0.05,0.05"  # fooled on the re-check only: never seen fooled by the attacker

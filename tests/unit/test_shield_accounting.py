@@ -300,3 +300,18 @@ def test_detection_metrics_count_only_the_attacks_a_detection_cut_off():
     assert client.out_of_accounts and api.accounts_used == 2
     assert detection_metrics(api, result([-1, -1, -1]))["detection_rate"] == 1.0
     assert detection_metrics(api, result([-1, -1, 1]))["detection_rate"] == pytest.approx(2 / 3)
+
+
+def test_without_bans_queries_to_detection_count_up_to_the_first_flagged_row():
+    """A call of ten rows of one example, only the first flagged: the rows after it are answered and charged,
+    but the attack was detected at its first query."""
+    from attacks.base import AttackResult
+    from experiments.operator_metrics import detection_metrics
+
+    judge, api = oracle(shield=detecting(MarkedRowDetector(), "reject"), budget=20, accounts=1)
+    rng = np.random.default_rng(8)
+    api.query_rows(marked([0] * 10, [1] + [0] * 9, rng), [0] * 10, account=0)
+    assert api.queries(0) == 10 and api.detections[0].query == 1
+    result = AttackResult(x_adv=np.zeros((1, *SHAPE), np.float32), queries=np.array([10]),
+                          queries_to_success=np.array([-1]), budget_exhausted=np.zeros(1, bool))  # fmt: skip
+    assert detection_metrics(api, result)["queries_to_detection_median"] == 1.0
