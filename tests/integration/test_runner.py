@@ -109,7 +109,7 @@ def test_the_judge_is_attacked_only_where_it_is_right():
     run = last_run()
     lines = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv").splitlines()[1:]
     for line in lines:
-        index, label, initial, final, attacked, success, queries, linf, l2 = line.split(",")
+        index, label, initial, final, attacked, success, queries, queries_to_success, linf, l2 = line.split(",")
         assert attacked == ("1" if label == initial else "0")
         if attacked == "0":
             assert success == "0" and final == initial and float(linf) == float(l2) == 0
