@@ -190,33 +190,42 @@ def _paired(first: list[Record], second: list[Record]) -> tuple[np.ndarray, np.n
     return np.concatenate(a_success), np.concatenate(b_success)
 
 
+def _access(r: Record) -> str:
+    return f"{r.tags.get('access.weights', '?')} weights, {r.tags.get('access.output', '?')}"
+
+
 def security_curves(records: list[Record]) -> dict[str, plt.Figure]:
-    """Success against queries (log x) per output, white box and transfer as reference lines; success against
-    eps where the sweep varies it."""
+    """Success against queries (log x) on one plot, one colour per access policy (weights and output; line
+    style per attack and budget), white box and transfer as reference lines; success against eps where the
+    sweep varies it, one colour per access policy and threat model."""
     figures = {}
     done = _finished(records)
     references = [r for r in done if r.threat_model in ("white_box", "transfer")]
-    by_output: dict[str, list[Record]] = {}
-    for r in done:
-        if r.curve:
-            by_output.setdefault(r.tags.get("access.output", "?"), []).append(r)
-    for output, runs in sorted(by_output.items()):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in runs:
-            ax.plot([s for s, _ in r.curve], [v for _, v in r.curve], marker=".", label=r.name)
+    curves = [r for r in done if r.curve]
+    policies = sorted({_access(r) for r in [*curves, *references]})
+    colour = {policy: plt.cm.tab10(i % 10) for i, policy in enumerate(policies)}
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        styles = ("-", "--", ":", "-.")
+        variants = sorted({(r.tags.get("attack"), r.budget) for r in curves}, key=str)
+        for r in curves:
+            style = styles[variants.index((r.tags.get("attack"), r.budget)) % len(styles)]
+            ax.plot([s for s, _ in r.curve], [v for _, v in r.curve], marker=".", linestyle=style,
+                    color=colour[_access(r)], label=f"{r.name} ({_access(r)})")  # fmt: skip
         for r, style in zip(references, ("--", ":", "-.", "--")):
-            ax.axhline(r.metrics["attack_success_rate"], linestyle=style, color="black", label=f"{r.name} (reference)")
+            ax.axhline(r.metrics["attack_success_rate"], linestyle=style, color=colour[_access(r)], alpha=0.8,
+                       label=f"{r.name} ({_access(r)}, reference)")  # fmt: skip
         ax.set(xscale="log", xlabel="queries per example", ylabel="attack success rate", ylim=(0, 1))
-        ax.set_title(f"security curve, output={output}")
+        ax.set_title("security curves: success against queries, one colour per access policy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-        figures[f"security_{output}.png"] = fig
+        figures["security_curves.png"] = fig
     eps_values = {r.params.get("attack.eps") for r in done}
     if len(eps_values) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         by_model: dict[str, list[Record]] = {}
         for r in done:
-            by_model.setdefault(f"{r.threat_model}, {r.tags.get('access.output')}", []).append(r)
+            by_model.setdefault(f"{r.threat_model}, {_access(r)}", []).append(r)
         for label, runs in sorted(by_model.items()):
             runs = sorted(runs, key=lambda r: float(r.params.get("attack.eps", "nan")))
             ax.plot([float(r.params["attack.eps"]) for r in runs],

@@ -76,7 +76,7 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
     for section in ("The value of hiding", "What each step of hiding buys", "Behind every number", "Figures"):
         assert section in page
     assert "[0." in page and page.count("data:image/png;base64,") >= 3  # intervals; curves, Kaplan-Meier, sizes
-    for png in ("security_probabilities.png", "queries_to_success_km.png"):
+    for png in ("security_curves.png", "queries_to_success_km.png"):
         assert (tmp_path / "report" / png).stat().st_size > 10_000
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md"} <= logged
