@@ -48,6 +48,14 @@ def rate_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> Int
     return Interval(float(low), float(high), "clopper-pearson" if exact else "wilson")
 
 
+def pooled_rate(rates_and_counts: list[tuple[float, float]]) -> tuple[float, int, int, Interval]:
+    """Rates measured on several sets of examples (a configuration's seeds), as one: (rate, successes, examples,
+    interval), the successes recovered from each rate and its count."""
+    hits = sum(round(rate * count) for rate, count in rates_and_counts)
+    total = sum(int(count) for _, count in rates_and_counts)
+    return hits / total, hits, total, rate_interval(hits, total)
+
+
 def success_auc(success: np.ndarray, spent: np.ndarray, most: int) -> float:
     """The area under the success-vs-queries curve on a log axis from 1 to `most` queries, as a fraction of
     the whole plot (1: every example fooled by its first query). An example fooled at query s adds

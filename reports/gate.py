@@ -33,6 +33,7 @@ import mlflow
 import yaml
 
 from reports.summary import SWEEP_PARENT
+from reports.table import aligned
 
 TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm")
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
@@ -224,12 +225,9 @@ def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
 
 
 def table(checks: list[Check]) -> str:
-    rows = [("threshold", "run", "metric", "value", "limit", "verdict")]
+    rows = [["threshold", "run", "metric", "value", "limit", "verdict"]]
     rows += [
-        (c.threshold, c.run_name, c.metric, f"{c.value:.3f}", f"{c.kind} {c.limit:g}", "pass" if c.passed else "FAIL")
+        [c.threshold, c.run_name, c.metric, f"{c.value:.3f}", f"{c.kind} {c.limit:g}", "pass" if c.passed else "FAIL"]
         for c in checks
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return aligned(rows)

@@ -27,9 +27,9 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
-from experiments.statistics import bootstrap_interval, mcnemar_test, rate_interval  # noqa: E402
+from experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
 from reports.curves import CURVE  # noqa: E402
-from reports.summary import SWEEP_PARENT  # noqa: E402
+from reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
 
 STEPS = ("white_box", "score_based", "decision_based", "transfer")
 """The attacker's access, from most to least: open weights, a score API, a labels API, no queries at all."""
@@ -143,11 +143,11 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
             if mine:
                 largest = max(cells[c][0].budget for c in mine)
                 at_largest = [c for c in mine if cells[c][0].budget == largest]
-                steps.append(cells[max(at_largest, key=lambda c: _rate(cells[c])[0])])
+                steps.append(cells[max(at_largest, key=lambda c: _rate(cells[c]))])
         for before, after in zip(steps, steps[1:]):
             paired = _paired(before, after)
             if isinstance(paired, str):
-                change, test = f"{_rate(before)[0] - _rate(after)[0]:+.3f}", paired
+                change, test = f"{_rate(before) - _rate(after):+.3f}", paired
             else:  # the drop, its interval and the test, all on the same paired examples
                 first, second = paired
                 interval = bootstrap_interval(lambda a, b: a.mean() - b.mean(), (first, second))
@@ -158,18 +158,19 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
     return table, gains
 
 
-def _rate(runs: list[Record]) -> tuple[float, int, int]:
-    """(success rate, successes, attacked) pooled over `runs` (the seeds of one configuration)."""
-    hits = sum(round(r.metrics["attack_success_rate"] * r.metrics["n_attacked"]) for r in runs)
-    total = sum(int(r.metrics["n_attacked"]) for r in runs)
-    return hits / total, hits, total
+def _pool(runs: list[Record]):
+    """`pooled_rate` of the success rates of `runs` (the seeds of one configuration)."""
+    return pooled_rate([(r.metrics["attack_success_rate"], r.metrics["n_attacked"]) for r in runs])
+
+
+def _rate(runs: list[Record]) -> float:
+    return _pool(runs)[0]
 
 
 def _pooled(runs: list[Record]) -> str:
     if len(runs) == 1:
         return runs[0].rate()
-    rate, hits, total = _rate(runs)
-    interval = rate_interval(hits, total)
+    rate, _, _, interval = _pool(runs)
     return f"{rate:.3f} [{interval.low:.3f}, {interval.high:.3f}] ({len(runs)} seeds)"
 
 
@@ -373,10 +374,7 @@ def report(experiment: str, sweep: str | None, out: Path) -> list[Path]:
     sweeps = {r.tags.get("sweep_id") for r in records} - {None}
     if len(sweeps) == 1:
         (sweep_id,) = sweeps
-        parents = mlflow.search_runs(
-            experiment_names=[experiment], filter_string=f"tags.{SWEEP_PARENT} = '{sweep_id}'", output_format="list"
-        )
-        for parent in parents:
+        for parent in sweep_parents(experiment, sweep_id):
             for path in written:
                 mlflow.MlflowClient().log_artifact(parent.info.run_id, str(path), artifact_path="report")
     return written

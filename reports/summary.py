@@ -42,13 +42,18 @@ SWEEP_PARENT = "sweep_parent_of"
 """The tag that marks a sweep's parent run (its value: the sweep id); the jobs' runs carry `sweep_id`."""
 
 
+def sweep_parents(experiment: str, sweep_id: str) -> list:
+    """The parent run of sweep `sweep_id` (a list: empty before the sweep's summary recorded it)."""
+    return mlflow.search_runs(
+        experiment_names=[experiment], filter_string=f"tags.{SWEEP_PARENT} = '{sweep_id}'", output_format="list"
+    )
+
+
 def record_parent_run(experiment: str, sweep_id: str, rows: list[dict], table: str, artifacts: list[Path]) -> str:
     """The sweep's parent run (one per sweep: a re-run summary replaces nothing, it finds the same one)."""
     use_experiment(experiment)
     client = mlflow.MlflowClient()
-    found = mlflow.search_runs(
-        experiment_names=[experiment], filter_string=f"tags.{SWEEP_PARENT} = '{sweep_id}'", output_format="list"
-    )
+    found = sweep_parents(experiment, sweep_id)
     note = f"Sweep {sweep_id}: {len(rows)} runs.\n\n```\n{table}\n```"
     tags = {SWEEP_PARENT: sweep_id, NOTE: note}
     if found:

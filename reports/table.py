@@ -6,7 +6,7 @@ import math
 
 import mlflow
 
-from experiments.statistics import rate_interval
+from experiments.statistics import pooled_rate
 from targets.access import THREAT_MODELS, threat_model_named
 
 THREAT_ORDER = {model.name: position for position, model in enumerate(THREAT_MODELS)}
@@ -110,10 +110,8 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
             row[key] = sum(values) / len(values) if len(values) == len(group) else None
         for rate, count in POOLED_RATES:
             if all(rate in member and count in member for member in group):
-                hits = sum(round(member[rate] * member[count]) for member in group)
-                total = sum(int(member[count]) for member in group)
-                interval = rate_interval(hits, total)
-                row.update({rate: hits / total, count: float(total)})
+                value, _, total, interval = pooled_rate([(member[rate], member[count]) for member in group])
+                row.update({rate: value, count: float(total)})
                 row.update({f"{rate}_ci_low": interval.low, f"{rate}_ci_high": interval.high})
         if any(member["status"] != "FINISHED" for member in group):
             row["status"] = "INCOMPLETE"
@@ -136,9 +134,13 @@ def format_table(rows: list[dict]) -> str:
         + [_cell(row, key) for _, key in trailing]
         for row in rows
     ]
-    cells = [headers] + body
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return aligned([headers, *body])
+
+
+def aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as a plain-text table: columns padded to their widest cell, a rule under the header row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
