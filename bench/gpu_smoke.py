@@ -23,6 +23,9 @@ RUNS = (
     ["attack=square", "access=hidden_probabilities"],
     ["attack=hopskipjump", "access=hidden_label"],
     ["attack=pgd", "access=open"],
+    ["attack=transfer_mifgsm", "access=hidden_label"],
+    ["attack=square", "access=hidden_probabilities", "defense=knn_similarity"],
+    ["attack=hopskipjump", "access=hidden_label", "defense=input_noise"],
 )
 
 
@@ -30,11 +33,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-examples", type=int, default=200)
     parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--device", default="cuda", help="cuda (the check), or cpu to try the script itself")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here: nothing to check (run this on a GPU machine)")
         return 0
-    print(f"CUDA: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    if args.device == "cuda":
+        print(f"CUDA: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -42,7 +47,7 @@ def main() -> int:
 
         failed = False
         for overrides in RUNS:
-            common = ["device=cuda", f"n_examples={args.n_examples}", f"access.budget={args.budget}"]
+            common = [f"device={args.device}", f"n_examples={args.n_examples}", f"access.budget={args.budget}"]
             if "access=open" in overrides:
                 common.remove(f"access.budget={args.budget}")
             settings = RunSettings.from_config(compose_config([*overrides, *common]))
