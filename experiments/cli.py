@@ -7,6 +7,9 @@ gavel gate --policy FILE [--out DIR] [--run]
 gavel report --experiment NAME [--sweep ID] [--out DIR]
                                         a sweep's runs as one HTML file plus Markdown (intervals, curves,
                                         Kaplan-Meier, provenance), logged to the sweep's parent run
+gavel server [--dir D] [--host H] [--port P] [--pg-port Q] [MLFLOW SERVER OPTIONS...]
+                                        a shared MLflow tracking server: PostgreSQL in D/pgdata, artifacts served
+                                        from D/artifacts; jobs anywhere log to it with MLFLOW_TRACKING_URI
 gavel options                           list the options of every config group
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from experiments.config import GROUPS, group_options
@@ -36,16 +40,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(gate_command(rest))
     if command == "report":
         sys.exit(report_command(rest))
+    if command == "server":
+        sys.exit(server_command(rest))
     if command != "run":
-        print(f"gavel: unknown command {command!r}; allowed: run, report, gate, options\n{USAGE}", file=sys.stderr)
+        print(
+            f"gavel: unknown command {command!r}; allowed: run, report, gate, server, options\n{USAGE}", file=sys.stderr
+        )
         sys.exit(2)
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     with config_errors_exit():
         check_overrides(rest)
+    from experiments.run import Terminated, stop_on_sigterm
     from experiments.run import main as hydra_main
 
+    stop_on_sigterm()
     sys.argv = ["gavel run", *rest]
-    hydra_main()
+    try:
+        hydra_main()
+    except Terminated:
+        print("gavel: stopped by SIGTERM (a run in progress is marked KILLED)", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
 
 
 def report_command(args: list[str]) -> int:
@@ -94,6 +108,32 @@ def gate_command(args: list[str]) -> int:
         return gate(options.policy, options.out, run_first=options.run)
     except (PolicyError, MlflowException) as error:
         print(f"gavel: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def server_command(args: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from experiments.server import ServerError, serve
+
+    parser = argparse.ArgumentParser(
+        prog="gavel server",
+        description="a shared MLflow tracking server on PostgreSQL (see experiments/server.py); options it does not "
+        "know go to `mlflow server` (e.g. --workers 8, --allowed-hosts mlflow.example.org)",
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".mlflow-server"), help="PostgreSQL's data, artifacts, logs")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0: reachable from other machines")
+    parser.add_argument("--port", type=int, default=5000, help="the MLflow server's port")
+    parser.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL's port (on 127.0.0.1 only)")
+    try:
+        options, extra = parser.parse_known_args(args)
+    except SystemExit as exit_:
+        return 2 if exit_.code else 0
+    try:
+        return serve(options.dir, options.host, options.port, options.pg_port, extra)
+    except ServerError as error:
+        print(f"gavel: {error}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -18,22 +21,46 @@ from experiments.settings import RunSettings
 from experiments.validation import config_errors_exit
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, `kill` and a cancelled CI job send), raised where the job is, like Ctrl-C: the run
+    ends KILLED and the model cache is left as it was (an entry only appears by an atomic rename)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated(f"stopped by signal {signum} (SIGTERM)")
+
+
+def stop_on_sigterm() -> None:
+    """Install `raise_terminated` for SIGTERM (only the main thread of a process can)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
 # An absolute path: run as the `gavel` console script, Hydra would otherwise look for a package named `conf`.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> dict[str, float]:
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
+    stop_on_sigterm()  # in a launcher's worker process too
     hydra_cfg = HydraConfig.get()
     sweep_id = tracking.sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     # Only the config and the data are config errors (one line, exit 2); from here on an error fails the run.
     try:
         with config_errors_exit():
             settings = RunSettings.from_config(cfg)
+            if hydra_cfg.mode == RunMode.RUN:  # a sweep checked the store before its first job (gavel's sweeper)
+                tracking.check_tracking_store()
             data = runner.load_data(settings)
     except SystemExit:
         if hydra_cfg.mode == RunMode.RUN:  # a refused run leaves nothing behind, not even Hydra's folder for it
             remove_output_folder(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
         raise
-    metrics = runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+    try:
+        metrics = runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+    except tracking.TrackingStoreError as error:  # the store refused the run: nothing was trained or recorded
+        print(f"gavel: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.RUN:
+            remove_output_folder(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
+        sys.exit(2)
     if hydra_cfg.mode == RunMode.RUN:  # a sweep prints its table and where its runs are (reports.summary)
         print(where_the_run_is(settings.experiment_name))
     return metrics

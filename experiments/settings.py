@@ -131,6 +131,7 @@ class RunSettings:
                 raise ConfigError("device=cuda: no CUDA device is available here; allowed: cpu, auto")
         seed = top.integer("seed", minimum=0, maximum=SEED_MAX)
         top.integer("seeds", minimum=1)  # read by gavel's sweeper; checked here like every key
+        top.boolean("resume")  # read by gavel's sweeper; checked here like every key
         n_examples = top.integer("n_examples", minimum=1)
         oracle_batch_size = top.integer("oracle_batch_size", minimum=1)
         threads = top.integer("threads", minimum=1, optional=True, meaning="torch threads")

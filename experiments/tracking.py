@@ -1,24 +1,203 @@
 """MLflow conventions: one run per Hydra job, named and tagged so dashboards and reports can find it.
 
-Tracking URI: MLFLOW_TRACKING_URI if set, else MLflow's own default. A run that raises ends FAILED.
+Tracking URI: MLFLOW_TRACKING_URI if set, else MLflow's own default. Before anything is trained the store must
+answer and take the run (`check_tracking_store`, then the run's start, both without MLflow's minutes of retries):
+else one line naming MLFLOW_TRACKING_URI and what failed. A run that raises ends FAILED; one stopped by Ctrl-C
+or SIGTERM ends KILLED; one whose process died without a word (SIGKILL, a lost machine) stays RUNNING until the
+next job on the same host ends it FAILED (`end_orphaned_runs`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt
 import mlflow
 import mlflow.data
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from experiments.settings import RunSettings
+from experiments.validation import ConfigError
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+class TrackingStoreError(ConfigError):
+    """The tracking store does not answer or refuses writes: one line naming MLFLOW_TRACKING_URI."""
+
+
+QUICK_CALLS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""While a job checks the store and starts its run: no retries, 10 s per request (MLflow's defaults, 7 retries
+with backoff and 120 s, spend 260 s on a server that is not there)."""
+
+
+@contextmanager
+def quick_store_calls():
+    saved = {key: os.environ.get(key) for key in QUICK_CALLS}
+    os.environ.update(QUICK_CALLS)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def store_failure(uri: str, what: str) -> TrackingStoreError:
+    return TrackingStoreError(
+        f"MLFLOW_TRACKING_URI={uri}: {what}; allowed: a running MLflow server (http://HOST:PORT, see "
+        "`gavel server`) or a store this job can write (sqlite:///PATH, a folder)"
+    )
+
+
+def failure_reason(error: BaseException) -> str:
+    """What failed, in a few words rather than MLflow's paragraph."""
+    text = str(error)
+    for marker, reason in (
+        ("Connection refused", "no server answers there (connection refused)"),
+        ("Name or service not known", "the host name does not resolve"),
+        ("timed out", "the server did not answer within 10 s"),
+        ("readonly database", "the database is read-only"),
+        ("unable to open database file", "the database file cannot be opened or created"),
+    ):
+        if marker in text:
+            return reason
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return first if len(first) <= 200 else first[:200] + "..."
+
+
+def check_tracking_store() -> None:
+    """Within seconds: the store answers, and (for a local file) can be written. Raises `TrackingStoreError`."""
+    uri = mlflow.get_tracking_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            try:
+                connection = sqlite3.connect(path, timeout=5)  # creates an empty file if there is none
+                try:
+                    connection.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only store
+                    connection.rollback()
+                finally:
+                    connection.close()
+            except sqlite3.Error as error:
+                raise store_failure(uri, failure_reason(error)) from None
+    elif parsed.scheme in ("", "file"):
+        folder = Path(parsed.path if parsed.scheme else uri)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError("the folder is not writable")
+        except OSError as error:
+            raise store_failure(uri, failure_reason(error)) from None
+    with quick_store_calls():
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        except Exception as error:  # any failure to answer: the job must not start
+            raise store_failure(uri, failure_reason(error)) from None
+
+
+def prepare_store(experiment_names) -> None:
+    """Before a sweep's jobs start: check the store, and create it and each experiment once, so that parallel
+    jobs never race through MLflow's schema migration of a new sqlite store or create one experiment twice."""
+    check_tracking_store()
+    with quick_store_calls():
+        for name in dict.fromkeys(experiment_names):
+            try:
+                use_experiment(name)
+            except Exception as error:
+                raise store_failure(mlflow.get_tracking_uri(), failure_reason(error)) from None
+
+
+def process_identity(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot), so that a pid reused by another process
+    is not taken for the run's; None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def process_alive(pid: int, identity: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    return identity is None or process_identity(pid) in (identity, None)
+
+
+HOST, PID, PID_START = "gavel.host", "gavel.pid", "gavel.pid_start"
+"""Tags naming the process a run belongs to, so that a later job can tell a run whose process died."""
+
+
+def end_orphaned_runs(experiment: str) -> list[str]:
+    """Mark FAILED every RUNNING run of `experiment` that was started on this host by a process that is gone
+    (killed by SIGKILL, or its machine restarted). Runs from other hosts are left: their processes cannot be
+    seen from here (a resumed sweep re-runs their jobs all the same, as they are not FINISHED)."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    client = mlflow.MlflowClient()
+    ended = []
+    for run in client.search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'",
+    ):
+        tags = run.data.tags
+        try:
+            pid = int(tags[PID])
+        except (KeyError, ValueError):
+            continue
+        if pid == os.getpid() or process_alive(pid, tags.get(PID_START) or None):
+            continue
+        client.set_tag(run.info.run_id, "gavel.ended_by", f"orphan cleanup: process {pid} on {tags[HOST]} was gone")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        log.warning(
+            "run %s (%s) was left RUNNING by a process that is gone: marked FAILED", run.info.run_id, run.info.run_name
+        )
+        ended.append(run.info.run_id)
+    return ended
+
+
+SWEEP_LEVEL = ("run_label", "threads", "cache_dir", "resume", "seeds")
+"""Config keys that do not change a job's result, or that belong to the sweep rather than the job: left out of
+its `config_digest`."""
+
+
+def config_digest(settings: RunSettings) -> str:
+    """What identifies a job's result: the SHA-256 of its resolved config, less `SWEEP_LEVEL`."""
+    config = {key: value for key, value in settings.plain_config().items() if key not in SWEEP_LEVEL}
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def finished_run_with(experiment: str, digest: str):
+    """The newest FINISHED run of `experiment` with this config digest, or None."""
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.status = 'FINISHED' and tags.config_digest = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
 
 
 def run_name(settings: RunSettings) -> str:
@@ -133,8 +312,9 @@ def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
 
 @contextmanager
 def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: list[str] = ()):
-    """Start the run with its params and tags; on any exception the run ends FAILED (KILLED on Ctrl-C)."""
-    use_experiment(settings.experiment_name)
+    """Start the run with its params and tags (without MLflow's retries: a store that refuses the run stops the
+    job here, before anything is trained, with a `TrackingStoreError`); on any exception the run ends FAILED,
+    KILLED on Ctrl-C or SIGTERM (a `KeyboardInterrupt`, see experiments/run.py)."""
     attack = settings.attack_instance
     tags = {
         "threat_model": attack.threat_model.name,
@@ -148,16 +328,45 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         "access.budget": "null" if settings.access.budget is None else str(settings.access.budget),
         "git_sha": git_sha(),
         "versions": library_versions(),
+        "config_digest": config_digest(settings),
+        HOST: socket.gethostname(),
+        PID: str(os.getpid()),
+        PID_START: process_identity(os.getpid()) or "",
     }
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
     if overrides:
         tags["overrides"] = " ".join(overrides)
     resolved = settings.plain_config()
-    with mlflow.start_run(run_name=run_name(settings), tags=tags) as run:
-        mlflow.log_params(flatten(resolved))
-        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+    try:
+        with quick_store_calls():
+            try:
+                use_experiment(settings.experiment_name)
+                end_orphaned_runs(settings.experiment_name)
+                run = mlflow.start_run(run_name=run_name(settings), tags=tags)
+                mlflow.log_params(flatten(resolved))
+                mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+            except Exception as error:
+                raise store_failure(mlflow.get_tracking_uri(), failure_reason(error)) from None
         yield run
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (experiments/run.py raises it as `Terminated`)
+        _end_quietly(RunStatus.KILLED)
+        raise
+    except BaseException:
+        _end_quietly(RunStatus.FAILED)
+        raise
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _end_quietly(status: int) -> None:
+    """End the active run, if one was started, with `status` (a run left active would be ended FINISHED by
+    MLflow's exit handler), keeping the error that brought us here if the store fails too."""
+    if mlflow.active_run() is None:
+        return
+    try:
+        mlflow.end_run(RunStatus.to_string(status))
+    except Exception as error:
+        log.warning("could not mark the run %s: %s", RunStatus.to_string(status), failure_reason(error))
 
 
 def runs_page(experiment: str) -> str:
@@ -175,7 +384,16 @@ def describe_run(settings: RunSettings, metrics: dict[str, float]) -> None:
 def log_evaluation_data(x, y, dataset: str) -> None:
     """The evaluation examples, as an MLflow input (its digest tells runs on the same examples)."""
     data = mlflow.data.from_numpy(x, targets=y, name=f"{dataset}-evaluation-{len(y)}")
-    mlflow.log_input(data, context="evaluation")
+    for attempt in range(3):
+        try:
+            mlflow.log_input(data, context="evaluation")
+            return
+        except MlflowException as error:
+            # Parallel jobs on the same examples: MLflow's store looks the dataset up, then inserts it, so two jobs
+            # can both insert it and one hits the unique key. Asked again, it finds the other's and links it.
+            duplicate = "UNIQUE constraint" in str(error) or "duplicate key" in str(error)
+            if not duplicate or attempt == 2:
+                raise
 
 
 def log_evaluation(evaluation, per_example_csv: str, figures: dict) -> None:

@@ -18,7 +18,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
-from experiments.config import GROUPS, compose_config, group_options
+from experiments.config import CONF_DIR, GROUPS, compose_config, group_options
 
 SEED_MAX = 2**32 - 1
 """Seeds reach numpy's legacy generator in some attack libraries, which takes 32 bits."""
@@ -51,6 +51,12 @@ def check_overrides(args: list[str]) -> None:
     value_overrides = []
     for override in parsed:
         key = override.key_or_group
+        if key == "hydra/launcher":
+            allowed = launcher_options()
+            for value in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
+                if str(value) not in allowed:
+                    raise ConfigError(f"hydra/launcher={value}: unknown launcher; allowed: {', '.join(allowed)}")
+            continue
         if key.startswith(("hydra.", "hydra/")) or key == "hydra":
             continue
         if override.is_delete():
@@ -84,6 +90,16 @@ def check_overrides(args: list[str]) -> None:
             where = f" under {parent}" if parent else " at the top level"
             allowed = ", ".join(node.keys()) if isinstance(node, DictConfig) else "none"
             raise ConfigError(f"{key}: no such key; allowed keys{where}: {allowed}")
+
+
+def launcher_options() -> list[str]:
+    """The Hydra launchers installed here (`hydra/launcher=...`): basic, and the plugins' (joblib, submitit_local,
+    submitit_slurm, and ray where its package is installed)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    return sorted(loader.get_group_options("hydra/launcher"))
 
 
 def _culprit(overrides: list[str]) -> str:

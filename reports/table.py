@@ -49,6 +49,8 @@ SHOWN_ELSEWHERE = {
     "experiment",
     "experiment_name",
     "run_label",
+    "resume",  # a resumed sweep's new runs carry it, the runs it adopted do not
+    "threads",  # set per job by the launcher's sharing of the cores; not a result's cause
 }
 COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total", "seeds"}
 

@@ -1,23 +1,43 @@
 """Train a model once and cache it on disk under a key that hashes everything that determines it.
 
 A cache entry is a folder `<cache_dir>/models/<key>/` holding `model.pt` (a plain state dict, loaded with
-`weights_only=True`) and `meta.json` (the spec and the SHA-256 of `model.pt`). Entries are written to a
-temporary folder and renamed into place, so a crash never leaves a half-written entry under its key; an
-entry that fails any check on load is reported and retrained.
+`weights_only=True`) and `meta.json` (the spec, the SHA-256 of `model.pt` and the training accuracy). An entry
+is written to a staging folder beside it and renamed into place, so an entry only ever appears complete; one
+that fails any check on load (unreadable, a file where the folder should be, `meta.json` not an object or
+missing a key, a spec or checksum that does not match, a state dict that does not load) is reported and
+retrained, and the bad one is set aside and removed.
+
+Parallel jobs may share one cache, also on a shared filesystem: a complete entry is loaded without locking;
+otherwise a job takes the key's lock, `<cache_dir>/locks/<key>.lock`, checks again, and loads or trains and
+stores while holding it, so parallel jobs that need the same model train it once and the others wait and load
+it. Waiting blocks for as long as the training takes (minutes, for a real judge), logging every
+`LOCK_LOG_EVERY_S` seconds so that a wait is never silent. The lock is a `filelock.FileLock` (an fcntl/flock
+lock, released by the kernel if its holder dies): on a shared filesystem the locks folder must support such
+locks (NFSv4 and most cluster filesystems do; some mounts do not). Where it does not, set
+`GAVEL_CACHE_LOCK=soft` to use `filelock.SoftFileLock` instead, which only needs an atomic exclusive create;
+its lock file stays behind if its holder is killed, and then must be removed by hand (the log names it).
+Even without a lock, two writers of one key never crash: the later one keeps the entry already in place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +48,9 @@ from targets.models import Architecture, Judge, build_model
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+LOCK_ENV = "GAVEL_CACHE_LOCK"
+LOCK_LOG_EVERY_S = 60.0
+META_KEYS = ("spec", "sha256", "train_accuracy")
 
 
 @dataclass(frozen=True)
@@ -104,18 +127,60 @@ class CorruptCacheEntry(Exception):
 
 def get_or_train(spec: ModelSpec, pool: Pool, cache_dir: str | Path, device: str = "cpu") -> CachedModel:
     entry = Path(cache_dir) / "models" / spec.key
-    if entry.exists():
+    if entry.is_dir():  # lock-free: an entry only ever appears complete, by an atomic rename
         try:
-            model, meta = _load(entry, spec)
-            log.info("%s %s: cache hit (%s)", spec.role, spec.key, entry)
-            return CachedModel(model.to(device).eval(), spec.key, True, meta["train_accuracy"])
-        except CorruptCacheEntry as error:
-            log.warning("%s %s: corrupt cache entry (%s); retraining", spec.role, spec.key, error)
-    else:
-        log.info("%s %s: cache miss; training", spec.role, spec.key)
-    model, train_accuracy = train(spec, pool, device)
-    _store(entry, spec, model, train_accuracy)
+            return _hit(entry, spec, device)
+        except CorruptCacheEntry as error:  # or being replaced right now: decide under the lock
+            log.debug("%s %s: lock-free load failed (%s)", spec.role, spec.key, error)
+    with _key_lock(Path(cache_dir) / "locks" / f"{spec.key}.lock", spec):
+        if os.path.lexists(entry):
+            try:
+                return _hit(entry, spec, device)  # another job stored it while this one waited
+            except CorruptCacheEntry as error:
+                log.warning("%s %s: corrupt cache entry (%s); retraining", spec.role, spec.key, error)
+        else:
+            log.info("%s %s: cache miss; training", spec.role, spec.key)
+        model, train_accuracy = train(spec, pool, device)
+        _store(entry, spec, model, train_accuracy)
     return CachedModel(model.eval(), spec.key, False, train_accuracy)
+
+
+def _hit(entry: Path, spec: ModelSpec, device: str) -> CachedModel:
+    model, meta = _load(entry, spec)
+    log.info("%s %s: cache hit (%s)", spec.role, spec.key, entry)
+    return CachedModel(model.to(device).eval(), spec.key, True, float(meta["train_accuracy"]))
+
+
+@contextmanager
+def _key_lock(path: Path, spec: ModelSpec) -> Iterator[None]:
+    """Hold the key's lock; if another job holds it (training the model, most likely), say so and wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = os.environ.get(LOCK_ENV, "") or "file"
+    if kind not in ("file", "soft"):
+        raise ValueError(f"{LOCK_ENV}={kind}: allowed: file (the default) or soft")
+    lock = (filelock.SoftFileLock if kind == "soft" else filelock.FileLock)(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.info("%s: waiting for another process training %s (lock %s)", spec.role, spec.key, path)
+        started = time.monotonic()
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_LOG_EVERY_S)
+                break
+            except filelock.Timeout:
+                stale = f"; if no process is training it, remove {path}" if kind == "soft" else ""
+                log.warning(
+                    "%s %s: still waiting for the lock after %.0f s%s",
+                    spec.role,
+                    spec.key,
+                    time.monotonic() - started,
+                    stale,
+                )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def train(spec: ModelSpec, pool: Pool, device: str = "cpu") -> tuple[Judge, float]:
@@ -151,18 +216,28 @@ def predict_labels(model: nn.Module, x: np.ndarray, batch_size: int = 512, devic
 
 
 def _load(entry: Path, spec: ModelSpec) -> tuple[Judge, dict]:
+    if not entry.is_dir():
+        raise CorruptCacheEntry("not a folder")
     try:
         meta = json.loads((entry / "meta.json").read_text())
         weights = (entry / "model.pt").read_bytes()
     except (OSError, ValueError) as error:
         raise CorruptCacheEntry(f"unreadable: {error}") from error
-    if meta.get("spec") != spec.as_dict():
+    if not isinstance(meta, dict):
+        raise CorruptCacheEntry(f"meta.json holds {type(meta).__name__}, not an object")
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise CorruptCacheEntry(f"meta.json lacks {', '.join(missing)}")
+    if meta["spec"] != spec.as_dict():
         raise CorruptCacheEntry("meta.json does not match the spec this key stands for")
-    if hashlib.sha256(weights).hexdigest() != meta.get("sha256"):
+    if hashlib.sha256(weights).hexdigest() != meta["sha256"]:
         raise CorruptCacheEntry("model.pt does not match its recorded SHA-256")
+    accuracy = meta["train_accuracy"]
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
+        raise CorruptCacheEntry(f"train_accuracy is {accuracy!r}, not a number")
     model = build_model(spec.arch, spec.input_shape, spec.n_classes)
-    try:
-        state = torch.load(entry / "model.pt", map_location="cpu", weights_only=True)
+    try:  # from the bytes just checked, not the file again: it may have been replaced since
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     except Exception as error:  # any failure to restore means the entry cannot be trusted
         raise CorruptCacheEntry(f"state dict does not load: {error}") from error
@@ -174,16 +249,53 @@ def _store(entry: Path, spec: ModelSpec, model: Judge, train_accuracy: float) ->
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=entry.parent))
     try:
         state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-        torch.save(state, staging / "model.pt")
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        weights = buffer.getvalue()
         meta = {
             "spec": spec.as_dict(),
-            "sha256": hashlib.sha256((staging / "model.pt").read_bytes()).hexdigest(),
-            "train_accuracy": train_accuracy,
+            "sha256": hashlib.sha256(weights).hexdigest(),
+            "train_accuracy": float(train_accuracy),
         }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if entry.exists():  # a corrupt entry being replaced
-            shutil.rmtree(entry)
-        os.replace(staging, entry)
+        _write_durably(staging / "model.pt", weights)
+        _write_durably(staging / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        installed = _install(staging, entry)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not installed:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _install(staging: Path, entry: Path) -> bool:
+    """Rename the complete `staging` folder to `entry` and say whether it was. Whatever is there (a corrupt
+    entry, a file) is first renamed aside and removed after; a complete entry that another writer installs in
+    between (possible only without the key's lock) is kept instead."""
+    aside = None
+    if os.path.lexists(entry):
+        aside = entry.with_name(f".{entry.name}-old-{uuid.uuid4().hex}")
+        try:
+            os.rename(entry, aside)
+        except FileNotFoundError:  # another writer set it aside first
+            aside = None
+    try:
+        os.replace(staging, entry)
+        return True
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        log.debug("%s: another writer stored it first; keeping theirs", entry.name)
+        return False
+    finally:
+        if aside is not None:
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.unlink(missing_ok=True)

@@ -4,11 +4,19 @@
 `hydra.sweeper.params`) and the blocks run one after another. An experiment whose rows are not a full
 product (white box once, query attacks at three budgets) is one grid. Command-line overrides apply to every
 block and win over a block's value for the same key.
+
+Under every launcher (basic, joblib, submitit, ray), before the first job starts, the sweeper checks every job's
+config and the tracking store, and creates the store and the experiments once (parallel jobs on a new sqlite
+store would otherwise race through MLflow's schema migration). Jobs that run side by side on one machine
+(joblib, submitit_local) get `threads` so that jobs x threads does not exceed the cores, unless `threads` is set.
+With `resume=true` a job whose config already has a FINISHED run (tag `config_digest`) is not run again: its run
+joins this sweep (its `sweep_id` tag moves here), so the sweep's table is the same as an uninterrupted sweep's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -101,22 +109,33 @@ class GavelSweeper(BasicSweeper):
         return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
     def sweep(self, arguments: List[str]) -> Any:
+        from experiments import tracking
         from experiments.settings import RunSettings
         from experiments.validation import ConfigError, config_errors_exit
 
         jobs = self.jobs(arguments)
+        settings = []
         with config_errors_exit():
             for job in jobs:
                 try:
-                    RunSettings.from_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+                    config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+                    settings.append(RunSettings.from_config(config))
                 except ConfigError as error:
                     raise ConfigError(f"{error} (in sweep job: {' '.join(job)})") from None
+            tracking.prepare_store(s.experiment_name for s in settings)
         log.info("gavel sweep: %d jobs, all configs valid", len(jobs))
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        if settings and settings[0].resolved.get("resume"):
+            jobs = self.resume(jobs, settings, tracking.sweep_id_for(sweep_dir))
+        batch_size = self.max_batch_size or len(jobs) or 1
+        threads = self.threads_per_job(min(batch_size, len(jobs)))
+        if threads is not None:
+            jobs = [job if any(o.startswith("threads=") for o in job) else [*job, f"threads={threads}"] for job in jobs]
+            log.info("gavel sweep: %d jobs side by side, threads=%d each (%d cores)", batch_size, threads, cores())
+
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        batch_size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), batch_size):
             results = self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start)
@@ -124,3 +143,54 @@ class GavelSweeper(BasicSweeper):
                 _ = r.return_value  # re-raises a failed job's exception
             returns.append(results)
         return returns
+
+    def resume(self, jobs: List[List[str]], settings: list, sweep_id: str) -> List[List[str]]:
+        """The jobs still to run: those without a FINISHED run of the same config. The others' runs join this
+        sweep. Runs left RUNNING on this host by a process that is gone are marked FAILED first."""
+        import mlflow
+
+        from experiments import tracking
+
+        client = mlflow.MlflowClient()
+        for name in dict.fromkeys(s.experiment_name for s in settings):
+            tracking.end_orphaned_runs(name)
+        remaining, adopted = [], 0
+        for job, job_settings in zip(jobs, settings):
+            done = tracking.finished_run_with(job_settings.experiment_name, tracking.config_digest(job_settings))
+            if done is None:
+                remaining.append(job)
+                continue
+            earlier = done.data.tags.get("sweep_id")
+            client.set_tag(done.info.run_id, "sweep_id", sweep_id)
+            if earlier and earlier != sweep_id:
+                client.set_tag(done.info.run_id, "resumed_from_sweep", earlier)
+            adopted += 1
+        log.info(
+            "gavel sweep, resume: %d jobs already FINISHED (their runs join this sweep), %d to run",
+            adopted,
+            len(remaining),
+        )
+        return remaining
+
+    def threads_per_job(self, side_by_side: int) -> Optional[int]:
+        """torch threads for each job when the launcher runs several on this machine at once and the user has
+        not set `threads`: the cores shared out (joblib's n_jobs, or a submitit_local batch); None otherwise
+        (the basic launcher runs one job at a time; a Slurm job uses its allocation's cores)."""
+        if OmegaConf.select(self.config, "threads", default=None) is not None or side_by_side < 1:
+            return None
+        target = str(OmegaConf.select(self.config, "hydra.launcher._target_", default=""))
+        if target.endswith("JoblibLauncher"):
+            n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=-1) or -1
+            parallel = n_jobs if n_jobs > 0 else max(1, cores() + 1 + n_jobs)  # joblib: -1 is every core
+        elif target.endswith("submitit_launcher.LocalLauncher"):
+            cpus = OmegaConf.select(self.config, "hydra.launcher.cpus_per_task", default=None)
+            if cpus:
+                return int(cpus)
+            parallel = side_by_side
+        else:
+            return None
+        return max(1, cores() // min(parallel, side_by_side))
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
