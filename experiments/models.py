@@ -48,7 +48,7 @@ def cached_model(
     role: str, model: ModelConfig, pool: Pool, seed: int, data: Dataset, cache_dir: Path, device: str
 ) -> CachedModel:
     """Train (or load) a judge or surrogate, and tag the run with its cache key and whether it was a hit."""
-    spec = ModelSpec.of(role, model, seed, pool, data.input_shape, data.n_classes)
+    spec = ModelSpec.of(role, model, seed, pool, data.input_shape, data.n_classes, device)
     cached = get_or_train(spec, pool, cache_dir, device)
     mlflow.set_tags({f"{role}_key": cached.key, f"{role}_cache": "hit" if cached.cache_hit else "miss"})
     return cached

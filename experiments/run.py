@@ -47,9 +47,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
     try:
         with config_errors_exit():
             settings = RunSettings.from_config(cfg)
+            data = runner.load_data(settings)
             if hydra_cfg.mode == RunMode.RUN:  # a sweep checked the store before its first job (gavel's sweeper)
                 tracking.check_tracking_store()
-            data = runner.load_data(settings)
     except SystemExit:
         if hydra_cfg.mode == RunMode.RUN:  # a refused run leaves nothing behind, not even Hydra's folder for it
             remove_output_folder(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)

@@ -47,7 +47,7 @@ from targets.models import Architecture, Judge, build_model
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the key holds what the model was trained on (`trained_on`)
 LOCK_ENV = "GAVEL_CACHE_LOCK"
 LOCK_LOG_EVERY_S = 60.0
 META_KEYS = ("spec", "sha256", "train_accuracy")
@@ -82,9 +82,15 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     n_classes: int
     data_fingerprint: str
+    trained_on: str = "cpu/1"
+    """`cpu/<threads>` or `cuda`: the same seed trains different weights on another thread count (the order of
+    its float sums changes), so a judge trained with 2 threads is not the one a 1-thread job would train."""
 
     @classmethod
-    def of(cls, role: str, model: ModelConfig, seed: int, pool: Pool, input_shape, n_classes: int) -> ModelSpec:
+    def of(
+        cls, role: str, model: ModelConfig, seed: int, pool: Pool, input_shape, n_classes: int, device: str = "cpu"
+    ) -> ModelSpec:
+        """`device`'s kind, and on the CPU torch's thread count now, say what the model is trained on."""
         return cls(
             role=role,
             arch=model.arch,
@@ -93,6 +99,7 @@ class ModelSpec:
             input_shape=tuple(int(d) for d in input_shape),
             n_classes=int(n_classes),
             data_fingerprint=pool.fingerprint(),
+            trained_on="cuda" if str(device).startswith("cuda") else f"cpu/{torch.get_num_threads()}",
         )
 
     def as_dict(self) -> dict:
@@ -105,6 +112,7 @@ class ModelSpec:
             "input_shape": list(self.input_shape),
             "n_classes": self.n_classes,
             "data_fingerprint": self.data_fingerprint,
+            "trained_on": self.trained_on,
         }
 
     @property
@@ -184,6 +192,16 @@ def _key_lock(path: Path, spec: ModelSpec) -> Iterator[None]:
 
 
 def train(spec: ModelSpec, pool: Pool, device: str = "cpu") -> tuple[Judge, float]:
+    threads = torch.get_num_threads()
+    if spec.trained_on.startswith("cpu/"):
+        torch.set_num_threads(int(spec.trained_on.removeprefix("cpu/")))  # the spec's, whoever trains it
+    try:
+        return _train(spec, pool, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(spec: ModelSpec, pool: Pool, device: str) -> tuple[Judge, float]:
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch, spec.input_shape, spec.n_classes)
     x = torch.from_numpy(pool.x)

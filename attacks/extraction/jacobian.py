@@ -33,7 +33,7 @@ def jacobian_augmentation(
         x_all = np.concatenate([x_all, new])
         y_all = np.concatenate([y_all, labeller.labels(new)])
         model_spec = ModelSpec.of(
-            "surrogate", model_config, seed, Pool(x_all, y_all), client.input_shape, client.n_classes
+            "surrogate", model_config, seed, Pool(x_all, y_all), client.input_shape, client.n_classes, device
         )
         model, _ = train(model_spec, Pool(x_all, y_all), device)
         step = spec.step * (-1) ** (round_ // spec.tau)

@@ -1,0 +1,63 @@
+"""Scaling out on one machine: the demo sweep (experiment=hiding_vs_ratelimit, 8 jobs) with one job at a time
+(Hydra's basic launcher, each job on every core) against two at a time (hydra/launcher=joblib n_jobs=2, each job
+on half the cores), and the peak memory of one job. Each way runs once to fill its model cache (a judge trained
+on 2 threads is another model than one trained on 1: see targets/training.ModelSpec.trained_on), then once timed,
+in its own folder and MLflow store. Printed, not asserted.
+
+    python bench/sweep_scaling.py
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GAVEL = str(Path(sys.executable).with_name("gavel"))
+DEMO = ["--multirun", "experiment=hiding_vs_ratelimit"]
+WAYS = {
+    "1 job at a time (basic launcher)": [],
+    "2 jobs at a time (joblib, n_jobs=2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+}
+
+
+def gavel(workdir: Path, cache: Path, *args: str) -> float:
+    workdir.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "GAVEL_THREADS"}  # the sweeper shares the cores out
+    env.update(GAVEL_CACHE_DIR=str(cache), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    start = time.perf_counter()
+    subprocess.run(
+        [GAVEL, "run", *args, f"hydra.sweep.dir={workdir / 'multirun'}", f"hydra.run.dir={workdir / 'out'}"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    print(f"cores: {len(os.sched_getaffinity(0))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cache = root / "cache"
+        # First, while no other child has run: ru_maxrss of children is the largest any of them reached.
+        gavel(root / "one_job", cache, "attack=square", "access=hidden_probabilities", "access.budget=1000")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(f"peak memory of one job (square, budget 1,000, 200 examples, judge trained): {peak / 1024:.0f} MiB")
+        seconds = {}
+        for number, (way, launcher) in enumerate(WAYS.items()):
+            gavel(root / f"fill{number}", cache, *DEMO, *launcher)
+            seconds[way] = gavel(root / f"timed{number}", cache, *DEMO, *launcher)
+            print(f"demo sweep, {way}: {seconds[way]:.1f} s (warm cache)")
+        one, two = seconds.values()
+        print(f"2 parallel jobs / 1 job at a time, wall time: {two / one:.2f} (below 1: parallel is faster)")
+
+
+if __name__ == "__main__":
+    main()
