@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench mlflow-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/attack_walltime.py
 	$(BIN)/python bench/demo_walltime.py
 	$(BIN)/python bench/detector_overhead.py
+
+mlflow-server: $(STAMP)  ## a shared MLflow server (PostgreSQL store in .mlflow-server/); options: ARGS="--host 0.0.0.0"
+	$(BIN)/gavel server $(ARGS)
 
 clean:
 	rm -rf .gavel_cache outputs multirun mlflow.db mlruns .pytest_cache

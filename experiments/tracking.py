@@ -282,17 +282,26 @@ def experiment_description(name: str) -> str:
 def use_experiment(name: str) -> None:
     """Make `name` the active experiment, with a description. A new experiment in a local sqlite store keeps its
     artifacts in `mlruns/` beside the database file (MLflow's default is `./mlruns` in whatever folder the job
-    runs in, which scatters one store's artifacts over every working directory, a repository's included)."""
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
-        database = Path(uri.removeprefix("sqlite:///"))
+    runs in, which scatters one store's artifacts over every working directory, a repository's included).
+
+    Jobs that start at the same moment on a new experiment (two machines, say) each try to create it; the losers
+    use the winner's. It is created here rather than by `mlflow.set_experiment`, which in MLflow 3.17, on losing
+    that race, returns the experiment without making it active, so that the loser's run lands in `Default`."""
+    if mlflow.get_experiment_by_name(name) is None:
+        uri = mlflow.get_tracking_uri()
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
         try:
-            mlflow.create_experiment(name, artifact_location=(database.resolve().parent / "mlruns").as_uri())
+            mlflow.create_experiment(name, artifact_location=location)
         except MlflowException:
             pass  # another job created it first: use theirs
     experiment = mlflow.set_experiment(name)
     if NOTE not in experiment.tags:
-        mlflow.set_experiment_tag(NOTE, experiment_description(name))
+        try:
+            mlflow.set_experiment_tag(NOTE, experiment_description(name))
+        except MlflowException:
+            pass  # another job described it at the same moment
 
 
 def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
