@@ -31,6 +31,8 @@ bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/attack_walltime.py
 	$(BIN)/python bench/demo_walltime.py
 	$(BIN)/python bench/detector_overhead.py
+	$(BIN)/python bench/sweep_scaling.py
+	$(BIN)/python bench/server_throughput.py  # needs Debian's PostgreSQL (apt-get install postgresql)
 
 mlflow-server: $(STAMP)  ## a shared MLflow server (PostgreSQL store in .mlflow-server/); options: ARGS="--host 0.0.0.0"
 	$(BIN)/gavel server $(ARGS)
