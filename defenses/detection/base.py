@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import nn
 
 from defenses.base import Defense, OperatorKit
@@ -27,6 +28,27 @@ OnDetection = Literal["ban", "reject"]
 
 EVERYONE = -1
 """The key of the one history a global-scope detector keeps (account numbers start at 0)."""
+
+
+class Scratch:
+    """Memory a detector reuses from call to call for the large temporaries of its search (a [rows, stored] matrix
+    of ranking keys or agreements): a fresh block of megabytes is handed back to the system when freed and faults
+    its pages in again on the next call, which costs about as much as the matrix product that fills it. One per
+    detector, shared by its histories: a call uses it only while it runs."""
+
+    def __init__(self) -> None:
+        self._memory: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A contiguous tensor of `shape` over the memory kept under `name` (its contents are whatever was left
+        there), grown to twice the size when it is too small."""
+        size = math.prod(shape)
+        memory = self._memory.get(name)
+        if memory is None or memory.dtype != dtype or memory.device != device:
+            memory = self._memory[name] = torch.empty(size, dtype=dtype, device=device)
+        elif len(memory) < size:
+            memory = self._memory[name] = torch.empty(max(size, 2 * len(memory)), dtype=dtype, device=device)
+        return memory[:size].view(shape)
 
 
 class History(ABC):
@@ -57,6 +79,7 @@ class HistoryDetector(Detector):
             raise ValueError(f"defense.scope={scope!r}: allowed: {', '.join(SCOPES)}")
         self.scope = scope
         self.threshold = threshold
+        self.scratch = Scratch()
         self._histories: dict[int, History] = {}
 
     @abstractmethod
@@ -73,10 +96,10 @@ class HistoryDetector(Detector):
     def remember(self, x: np.ndarray, account: int) -> None:
         self._kept_by(account).add(self.features(x))
 
-    def screen(self, x: np.ndarray, account: int) -> tuple[int | None, np.ndarray]:
+    def screen(self, x: np.ndarray, account: int, *, features: Any = None) -> tuple[int | None, np.ndarray]:
         # `Detector.screen`'s contract, with each row's features computed once rather than once to score it and
         # again to store it: an encoder's forward pass can cost as much as the judge's.
-        features = self.features(x)
+        features = self.features(x) if features is None else features
         scores = self._scored_against(account).scores(features)
         flagged = np.flatnonzero(scores >= self.threshold)
         first = int(flagged[0]) if len(flagged) else None
@@ -84,8 +107,8 @@ class HistoryDetector(Detector):
         self._kept_by(account).add(features[:seen])
         return first, scores[:seen]
 
-    def screen_every(self, x: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
-        features = self.features(x)  # once, as in `screen`
+    def screen_every(self, x: np.ndarray, account: int, *, features: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        features = self.features(x) if features is None else features  # once, as in `screen`
         scores = self._scored_against(account).scores(features)
         self._kept_by(account).add(features)
         return scores >= self.threshold, scores
@@ -93,6 +116,7 @@ class HistoryDetector(Detector):
     def fresh(self) -> HistoryDetector:
         # A shallow copy shares the encoder and the parameters, which nothing changes after deployment.
         clone = copy.copy(self)
+        clone.scratch = Scratch()
         clone._histories = {}
         return clone
 

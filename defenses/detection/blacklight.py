@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 
 import numpy as np
@@ -60,8 +61,16 @@ class Fingerprints:
         if step != 1:
             raise ValueError("fingerprints are sliced in order")
         stop = max(start, stop)
+        if start == 0 and stop == len(self):
+            return self  # with what was computed of it (`by_digest`): a call screened whole is stored whole
         first = self.offsets[start]
         return Fingerprints(self.digests[first : self.offsets[stop]], self.offsets[start : stop + 1] - first)
+
+    @cached_property
+    def by_digest(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the digests sorted, the query holding each): sorted once, for scoring the queries and for storing them."""
+        order = np.argsort(self.digests)
+        return self.digests[order], self.holders()[order]
 
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -177,16 +186,21 @@ class _Postings:
     @classmethod
     def of(cls, prints: Fingerprints, first: int) -> _Postings:
         """The postings of `prints`, its queries numbered from `first`."""
-        order = np.argsort(prints.digests)
-        return cls(prints.digests[order], (prints.holders() + first)[order])
+        digests, holders = prints.by_digest
+        return cls(digests, holders + first)
 
     def __len__(self) -> int:
         return len(self.digests)
 
     def merged(self, other: _Postings) -> _Postings:
-        digests = np.concatenate([self.digests, other.digests])
-        order = np.argsort(digests, kind="stable")  # timsort: two sorted runs are merged in one linear pass
-        return _Postings(digests[order], np.concatenate([self.numbers, other.numbers])[order])
+        """The two runs as one, `other`'s postings of a digest after this one's."""
+        at = np.searchsorted(self.digests, other.digests, side="right") + np.arange(len(other))
+        mine = np.ones(len(self) + len(other), dtype=bool)
+        mine[at] = False
+        digests, numbers = np.empty(len(mine), dtype=self.digests.dtype), np.empty(len(mine), dtype=self.numbers.dtype)
+        digests[at], digests[mine] = other.digests, self.digests
+        numbers[at], numbers[mine] = other.numbers, self.numbers
+        return _Postings(digests, numbers)
 
     def holders(self, digests: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each posting of each of `digests` (sorted, so that the search walks the keys in order) held by
@@ -246,29 +260,53 @@ class HashIndex(History):
 def _shared_with(block: Fingerprints, runs: list[_Postings]) -> tuple[np.ndarray, np.ndarray]:
     """(row, digests shared) for each row of `block` and each query before it that shares any: in `runs`, or an
     earlier row of the block."""
-    order = np.argsort(block.digests)
-    digests, rows = block.digests[order], block.holders()[order]
+    digests, rows = block.by_digest
     pairs = [run.holders(digests, rows) for run in runs]
     row = np.concatenate([np.zeros(0, np.int64)] + [held_by for held_by, _ in pairs])
     number = np.concatenate([np.zeros(0, np.int64)] + [posted for _, posted in pairs])
-    numbers = int(number.max(initial=0)) + 1
-    pair, shared = np.unique(row * numbers + number, return_counts=True)  # one (row, query) per digest shared
-    found_rows, found_shared = [pair // numbers], [shared]
-    # Within the block: rows as sets of the digests that two or more of them hold, overlapped by one product.
+    found_rows, found_shared = _pair_counts(row, number)  # one (row, query) per digest shared
+    # Within the block: the rows holding each digest that two or more of them hold.
     first = np.ones(len(digests), dtype=bool)
     first[1:] = digests[1:] != digests[:-1]
     group = np.cumsum(first) - 1
-    common = np.bincount(group)[group] > 1
+    holding = np.bincount(group)
+    common = holding[group] > 1
     if common.any():
-        column = np.unique(group[common], return_inverse=True)[1]
-        incidence = torch.zeros((len(block), int(column.max()) + 1))
-        incidence[rows[common], column] = 1.0
-        # torch's product, on the operator's threads (numpy's BLAS may spin threads of its own)
-        overlap = torch.tril(incidence @ incidence.T, -1).numpy()  # exact: integers far below 2**24
-        later, before = np.nonzero(overlap)
-        found_rows.append(later)
-        found_shared.append(overlap[later, before].astype(np.int64))
-    return np.concatenate(found_rows), np.concatenate(found_shared)
+        if int((holding * (holding - 1)).sum()) // 2 <= len(block) ** 2:
+            later, shared = _shared_in_groups(np.flatnonzero(common), np.flatnonzero(first), group, rows)
+        else:  # many rows share some digests (a run of near-identical queries): overlapped by one product
+            column = np.unique(group[common], return_inverse=True)[1]
+            incidence = torch.zeros((len(block), int(column.max()) + 1))
+            incidence[rows[common], column] = 1.0
+            # torch's product, on the operator's threads (numpy's BLAS may spin threads of its own)
+            overlap = torch.tril(incidence @ incidence.T, -1).numpy()  # exact: integers far below 2**24
+            later, before = np.nonzero(overlap)
+            shared = overlap[later, before].astype(np.int64)
+        found_rows, found_shared = np.concatenate([found_rows, later]), np.concatenate([found_shared, shared])
+    return found_rows, found_shared
+
+
+def _pair_counts(row: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, count) for each distinct (row, other) pair in the two arrays, with how many times it occurs."""
+    span = int(other.max(initial=0)) + 1
+    keys = row * span + other
+    if int(row.max(initial=0)) * span + span < 2**31:
+        keys = keys.astype(np.int32)  # half the bytes to sort
+    pair, count = np.unique(keys, return_counts=True)
+    return pair.astype(np.int64) // span, count
+
+
+def _shared_in_groups(
+    entries: np.ndarray, starts: np.ndarray, group: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(later row, digests shared) for each two rows of a block that share a digest, from its digests sorted: the
+    `entries` in groups of two or more equal digests, the start of each group (`starts`), each entry's `group`,
+    and the row holding each entry (a row holds a digest once). Each entry is paired with the entries before it
+    in its group."""
+    before = entries - starts[group[entries]]
+    earlier = np.repeat(starts[group[entries]] - np.cumsum(before) + before, before) + np.arange(before.sum())
+    one, two = rows[np.repeat(entries, before)], rows[earlier]
+    return _pair_counts(np.maximum(one, two), np.minimum(one, two))
 
 
 class BlacklightDetector(HistoryDetector):

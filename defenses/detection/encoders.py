@@ -48,17 +48,39 @@ def pixels_encoder(device: str = "cpu") -> Encoder:
     return Encoder(nn.Flatten(), device)
 
 
-def penultimate_encoder(judge: nn.Module, device: str = "cpu") -> Encoder:
-    """A copy of `judge` whose last Linear layer is the identity: the features that layer would read."""
-    linear = [name for name, module in judge.named_modules() if isinstance(module, nn.Linear)]
-    if not linear:
-        raise ValueError(
-            "defense.encoder=penultimate: the judge has no Linear layer to stop before; allowed: similarity or pixels"
-        )
-    trunk = copy.deepcopy(judge)
-    parent, _, attribute = linear[-1].rpartition(".")
-    setattr(trunk.get_submodule(parent), attribute, nn.Identity())
-    return Encoder(trunk, device)
+class Trunk(Encoder):
+    """A copy of `judge` whose last Linear layer is the identity (the features that layer would read), and that
+    layer itself, the judge's own (`head`)."""
+
+    def __init__(self, judge: nn.Module, device: str = "cpu") -> None:
+        linear = [name for name, module in judge.named_modules() if isinstance(module, nn.Linear)]
+        if not linear:
+            raise ValueError(
+                "defense.encoder=penultimate: the judge has no Linear layer to stop before; "
+                "allowed: similarity or pixels"
+            )
+        trunk = copy.deepcopy(judge)
+        parent, _, attribute = linear[-1].rpartition(".")
+        setattr(trunk.get_submodule(parent), attribute, nn.Identity())
+        super().__init__(trunk, device)
+        self.judge = judge
+        self.head = judge.get_submodule(linear[-1])
+
+    @torch.no_grad()
+    def composes(self, x: np.ndarray) -> bool:
+        """Whether the judge's logits of the rows of `x` are its head's output over their features, to float
+        rounding: true of a judge whose last Linear layer is its last step (not of one that, say, averages several
+        heads or scales their output after it)."""
+        if self.judge.training:  # its forward would differ from the trunk's (and update its statistics)
+            return False
+        device = next(self.head.parameters()).device
+        logits = self.judge(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)).float()
+        return bool(torch.allclose(self.head(self(x).to(device)).float(), logits, rtol=1e-4, atol=1e-5))
+
+
+def penultimate_encoder(judge: nn.Module, device: str = "cpu") -> Trunk:
+    """The judge up to its last Linear layer: distances in the representation its verdict is read from."""
+    return Trunk(judge, device)
 
 
 # Training recipe of the similarity encoder: a few seconds on a CPU for 8x8 digits, and a fixed cost (steps, not

@@ -23,14 +23,16 @@ from torch import nn
 
 from attacks.params import PositiveInt, Probability
 from defenses.base import OperatorKit
-from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope
+from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
 from defenses.detection.encoders import (
     Encoder,
     EncoderName,
+    Trunk,
     penultimate_encoder,
     pixels_encoder,
     similarity_encoder,
 )
+from targets.access.shield import SharedForward
 
 CALL_ROWS = 256
 """Rows of one call scored together: bounds the [rows, stored] matrix of ranking keys however large the call."""
@@ -39,6 +41,8 @@ STORED_COLUMNS = 65_536
 BLOCK = 16
 """Stored queries per block in the two-stage selection (`k_smallest`): about sqrt(10,000 / k), which balances
 ranking the blocks against searching the k chosen ones at the history sizes benchmarked."""
+PROBE_ROWS = 64
+"""The operator's examples on which a penultimate encoder is checked to compose with the judge's last layer."""
 CALIBRATION_ROWS = 5_000
 """At most this many of the operator's benign examples set the threshold (leave-one-out is quadratic)."""
 
@@ -48,12 +52,12 @@ def with_norms(points: torch.Tensor) -> torch.Tensor:
     return torch.cat([points, (points * points).sum(1, keepdim=True)], dim=1)
 
 
-def ranking_keys(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+def ranking_keys(points: torch.Tensor, queries: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """[len(queries), len(points)]: |p|^2 - 2 p.q for `points` given `with_norms`, the squared distance less
     |q|^2, which orders each query's points as the distance does. One matrix product, the norm term included:
     fast, but rounded by the size of the norms, so it only chooses the neighbours (`nearest` measures them again
     exactly). A row per query: the searches that follow read each query's keys from contiguous memory."""
-    return torch.mm(torch.cat([-2.0 * queries, queries.new_ones((len(queries), 1))], dim=1), points.T)
+    return torch.mm(torch.cat([-2.0 * queries, queries.new_ones((len(queries), 1))], dim=1), points.T, out=out)
 
 
 def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -88,24 +92,37 @@ def k_smallest(keys: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def nearest(
-    queries: torch.Tensor, points: torch.Tensor, k: int, *, queries_at: int | None = None, causal: bool = False
+    queries: torch.Tensor,
+    points: torch.Tensor,
+    k: int,
+    *,
+    queries_at: int | None = None,
+    causal: bool = False,
+    scratch: Scratch | None = None,
 ) -> torch.Tensor:
     """[queries, min(k, points)] exact squared distances from each query to its k nearest points (no order), inf
     where fewer than k points are allowed. `points` come `with_norms`.
 
     When the queries are among the points (query i is point `queries_at + i`), a query is not its own neighbour,
-    and with `causal` it does not see the queries after it either."""
+    and with `causal` it does not see the queries after it either. `scratch`: memory for the keys and the
+    neighbours' features, reused from call to call."""
+    scratch = scratch or Scratch()
     best = queries.new_empty((len(queries), 0))
     for start in range(0, len(points), STORED_COLUMNS):
         chunk = points[start : start + STORED_COLUMNS]
-        keys = ranking_keys(chunk, queries)
+        keys = ranking_keys(
+            chunk, queries, out=scratch.take("keys", (len(queries), len(chunk)), queries.dtype, queries.device)
+        )
         if queries_at is not None:
             _exclude_own(keys, start, queries_at, causal)
         index = k_smallest(keys, k)
         # Measured again from the differences: exact to float32 rounding whatever the norms or the batch, so a
-        # call's scores equal the scores of its rows asked one by one, and a repeat is at distance 0.
-        neighbours = chunk.index_select(0, index.reshape(-1)).view(*index.shape, chunk.shape[1])[:, :, :-1]
-        exact = (queries[:, None, :] - neighbours).square_().sum(2)
+        # call's scores equal the scores of its rows asked one by one, and a repeat is at distance 0. (Their
+        # features alone gathered and the differences taken in place: the same numbers, less memory traffic.)
+        dim = chunk.shape[1] - 1
+        gathered = scratch.take("neighbours", (index.numel(), dim), queries.dtype, queries.device)
+        neighbours = torch.index_select(chunk[:, :-1], 0, index.reshape(-1), out=gathered).view(*index.shape, dim)
+        exact = neighbours.sub_(queries[:, None, :]).square_().sum(2)
         exact.masked_fill_(torch.isinf(keys.gather(1, index)), math.inf)
         best = torch.cat([best, exact], dim=1)
         if start:  # several chunks: keep the k nearest over all of them
@@ -138,8 +155,9 @@ class FeatureHistory(History):
     """Stored feature rows, `with_norms`, in a preallocated tensor that doubles when full: adding a call's rows is
     one copy."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, scratch: Scratch | None = None) -> None:
         self.k = k
+        self.scratch = scratch or Scratch()
         self._rows: torch.Tensor | None = None
         self._count = 0
 
@@ -158,7 +176,9 @@ class FeatureHistory(History):
         for start in range(0, len(features), CALL_ROWS):
             rows = features[start : start + CALL_ROWS]
             before_and_block = self._rows[: self._count + start + len(rows)]
-            squared = nearest(rows, before_and_block, self.k, queries_at=self._count + start, causal=True)
+            squared = nearest(
+                rows, before_and_block, self.k, queries_at=self._count + start, causal=True, scratch=self.scratch
+            )
             parts.append(mean_distance_scores(squared))
         return np.concatenate(parts)
 
@@ -177,18 +197,26 @@ class FeatureHistory(History):
 
 
 class KnnDetector(HistoryDetector):
-    """Scores a query by minus the mean distance to its k nearest stored queries in `encoder`'s feature space."""
+    """Scores a query by minus the mean distance to its k nearest stored queries in `encoder`'s feature space.
+    With `shares_forward` (the encoder is a `Trunk` of the judge that composes with its head), the Oracle serving
+    that judge computes the features once, for the detector and for the answer."""
 
-    def __init__(self, encoder: Encoder, *, k: int, scope: Scope) -> None:
+    def __init__(self, encoder: Encoder, *, k: int, scope: Scope, shares_forward: bool = False) -> None:
         super().__init__(scope=scope)
         self.encoder = encoder
         self.k = k
+        self.shares_forward = shares_forward
+
+    def shared_forward(self, model: nn.Module) -> SharedForward | None:
+        if self.shares_forward and isinstance(self.encoder, Trunk) and model is self.encoder.judge:
+            return SharedForward(self.encoder, self.encoder.head)
+        return None
 
     def features(self, x: np.ndarray) -> torch.Tensor:
         return self.encoder(x)
 
     def new_history(self) -> FeatureHistory:
-        return FeatureHistory(self.k)
+        return FeatureHistory(self.k, self.scratch)
 
     def leave_one_out_scores(self, x: np.ndarray) -> np.ndarray:
         """Each row of `x` scored against all the others, as if they were its stored history."""
@@ -224,6 +252,8 @@ class KnnSimilarity(DetectionDefense):
             encoder = pixels_encoder(operator.device)
         elif self.encoder == "penultimate":
             encoder = penultimate_encoder(judge, operator.device)
+            shares = encoder.composes(operator.benign_x[:PROBE_ROWS])
+            return KnnDetector(encoder, k=self.k, scope=self.scope, shares_forward=shares)
         else:
             encoder = similarity_encoder(
                 operator.benign_x,

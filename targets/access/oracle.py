@@ -17,7 +17,10 @@ judge wrapped by a defense), a filter on every answer, and a stateful detector. 
 to the detector in order. A row it flags is rejected: charged to its example and the account's quota, as the
 query was made, but never evaluated. With `on_detection="ban"` (the default) the first flagged row also bans its
 account: the account's later rows are refused, counted in the ledger, never charged, never evaluated. With
-`"reject"` every row is screened, each flagged row is rejected alone, and the account goes on.
+`"reject"` every row is screened, each flagged row is rejected alone, and the account goes on. A detector whose
+features are the model's own activations before its last layer (`Detector.shared_forward`: a kNN over the judge's
+penultimate layer) gets them from the Oracle, which runs that part of the model once per screened row and answers
+from them through the last layer: the model is still evaluated once per answered row, and never on another.
 
 Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds apart,
 one after another; the ledger records when each call started and ended. The Oracle speaks numpy in and numpy
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -132,6 +135,7 @@ class Oracle:
         self._model = _served(shield.model)
         self._output_filter = shield.output_filter
         self._detector = shield.detector
+        self._shared = None if shield.detector is None else shield.detector.shared_forward(self._model)
         self._bans = shield.on_detection == "ban"
         self.banned: set[int] = set()
         self.detections: list[Detection] = []
@@ -224,11 +228,11 @@ class Oracle:
         within_budget = rank < allowance[codes]
         quota = self.policy.account_allowance(self._window_used[account])
         admitted = within_budget & (np.cumsum(within_budget) <= quota)
-        rejected, banned = self._screen(x, admitted, account)
+        rejected, banned, features = self._screen(x, admitted, account)
         answered = admitted & ~rejected & ~banned
         values = self._blank(n)
-        if answered.any():
-            values[answered] = self._answer(x[answered])
+        if answered.any():  # from the screened rows' features, when the detector shares the forward pass
+            values[answered] = self._answer(x[answered], None if features is None else features[answered[admitted]])
         count = lambda mask: np.bincount(codes[mask], minlength=len(order))  # noqa: E731
         evaluated, refused, banned_rows = count(answered), count(rejected), count(banned)
         used_before = {example: self._used[example] for example in order}
@@ -251,25 +255,28 @@ class Oracle:
             values, answered, ~within_budget, rejected=rejected, banned=banned, account_banned=account in self.banned
         )
 
-    def _screen(self, x: np.ndarray, admitted: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
+    def _screen(self, x: np.ndarray, admitted: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray, Any]:
         """The detector's look at the admitted rows, in order, as masks: (rejected, refused by the ban). With bans,
-        the first flagged row and the rows after it; otherwise every flagged row, and none refused."""
+        the first flagged row and the rows after it; otherwise every flagged row, and none refused. Third: the
+        admitted rows' features when the detector shares the model's forward pass (`Detector.shared_forward`),
+        else None."""
         rejected = np.zeros(len(x), dtype=bool)
         banned = np.zeros(len(x), dtype=bool)
         if self._detector is None or not admitted.any():
-            return rejected, banned
+            return rejected, banned, None
         rows = np.flatnonzero(admitted)
+        features = None if self._shared is None else self._shared.trunk(x[rows])
         if not self._bans:
-            flags, scores = self._detector.screen_every(x[rows], account)
+            flags, scores = self._detector.screen_every(x[rows], account, features=features)
             self.screened_scores.append(scores)
             rejected[rows[flags]] = True
-            return rejected, banned
-        flagged, scores = self._detector.screen(x[rows], account)
+            return rejected, banned, features
+        flagged, scores = self._detector.screen(x[rows], account, features=features)
         self.screened_scores.append(scores)
         if flagged is not None:
             rejected[rows[flagged]] = True
             banned[rows[flagged + 1 :]] = True
-        return rejected, banned
+        return rejected, banned, features
 
     def _blank(self, n: int) -> np.ndarray:
         if self.policy.output == Output.LABEL:
@@ -369,23 +376,28 @@ class Oracle:
             return torch.softmax(torch.from_numpy(self._logits(x)), dim=1).numpy()
         return self._scores(x)
 
-    def _answer(self, x: np.ndarray) -> np.ndarray:
-        scores = self._scores(x)
+    def _answer(self, x: np.ndarray, features: Any = None) -> np.ndarray:
+        scores = self._scores(x, features)
         if self.policy.output == Output.LABEL:
             return scores.argmax(axis=1).astype(np.int64)
         return scores
 
     @torch.no_grad()
-    def _logits(self, x: np.ndarray) -> np.ndarray:
+    def _logits(self, x: np.ndarray, features: Any = None) -> np.ndarray:
+        """The model's logits of the rows of `x`; from their `features` through the model's head when the detector
+        shares the forward pass and computed them."""
+        if features is None:
+            model, inputs = self._model, torch.from_numpy(x)
+        else:
+            model, inputs = self._shared.head, features
         logits = [
-            self._model(torch.from_numpy(x[i : i + self._batch_size]).to(self._device)).float()
-            for i in range(0, len(x), self._batch_size)
+            model(inputs[i : i + self._batch_size].to(self._device)).float() for i in range(0, len(x), self._batch_size)
         ]
         return (torch.cat(logits) if logits else torch.zeros(0, self.n_classes)).cpu().numpy()
 
-    def _scores(self, x: np.ndarray) -> np.ndarray:
+    def _scores(self, x: np.ndarray, features: Any = None) -> np.ndarray:
         """What the API returns for each row, before a labels-only API keeps just the arg-max."""
-        out = torch.from_numpy(self._logits(x))
+        out = torch.from_numpy(self._logits(x, features))
         if self._output_filter is None:
             if self.policy.output == Output.PROBABILITIES:
                 out = torch.softmax(out, dim=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -26,6 +27,17 @@ class OutputFilter(ABC):
     @abstractmethod
     def __call__(self, probabilities: np.ndarray) -> np.ndarray:
         """`probabilities` [rows, classes] (float32, rows sum to 1) -> what the API returns, same shape."""
+
+
+@dataclass(frozen=True)
+class SharedForward:
+    """Where a detector's features are the served model's own intermediate activations (a kNN over the judge's
+    penultimate layer): `model(x)` equals `head(trunk(x))` to float rounding, and `trunk(x)` (numpy rows in, a
+    tensor of feature rows out) are the features the detector screens. The Oracle then runs the trunk once per
+    screened row, for the detector and for the answer, and the head only on the rows it answers."""
+
+    trunk: Callable[[np.ndarray], Any]
+    head: nn.Module
 
 
 class Detector(ABC):
@@ -51,10 +63,15 @@ class Detector(ABC):
     def fresh(self) -> Detector:
         """The same detector (encoder, parameters, threshold) with an empty history."""
 
-    def screen(self, x: np.ndarray, account: int) -> tuple[int | None, np.ndarray]:
+    def shared_forward(self, model: nn.Module) -> SharedForward | None:
+        """How this detector's features come out of `model`'s forward pass, when they do (then the Oracle hands
+        them to `screen` and `screen_every` as `features`); None, the default: the detector computes its own."""
+        return None
+
+    def screen(self, x: np.ndarray, account: int, *, features: Any = None) -> tuple[int | None, np.ndarray]:
         """Score the rows of one call in order; the first flagged row ends what this account is heard on.
         Returns (index of the first flagged row or None, the scores of the rows up to and including it); only
-        those rows are stored."""
+        those rows are stored. `features`: the rows' features from the Oracle's `shared_forward`, if any."""
         scores = self.scores(x, account)
         flagged = np.flatnonzero(scores >= self.threshold)
         first = int(flagged[0]) if len(flagged) else None
@@ -62,9 +79,10 @@ class Detector(ABC):
         self.remember(x[:seen], account)
         return first, scores[:seen]
 
-    def screen_every(self, x: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray]:
+    def screen_every(self, x: np.ndarray, account: int, *, features: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Score the rows of one call in order and store them all, flagged ones included (the operator saw
-        them); returns (which rows are flagged, their scores). What the Oracle calls when a flag only rejects."""
+        them); returns (which rows are flagged, their scores). What the Oracle calls when a flag only rejects.
+        `features` as in `screen`."""
         scores = self.scores(x, account)
         self.remember(x, account)
         return scores >= self.threshold, scores

@@ -12,16 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.accounting import RowCounter
 from omegaconf import OmegaConf
+from torch import nn
 
 from attacks.params import declared_hyperparameters
 from defenses.base import Defense, OperatorKit
 from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
-from defenses.detection.base import HistoryDetector
-from defenses.detection.blacklight import Blacklight, DigestMemo, fingerprints
+from defenses.detection.base import HistoryDetector, Scratch
+from defenses.detection.blacklight import Blacklight, DigestMemo, _Postings, _shared_with, fingerprints
 from defenses.detection.encoders import penultimate_encoder
 from defenses.detection.knn_similarity import KnnSimilarity, k_smallest
-from defenses.detection.piha import Piha
+from defenses.detection.piha import BitHistory, Piha, agreements, signs
 from experiments.settings import read_component
 from experiments.validation import ConfigError, Node
 from targets.access import (
@@ -305,6 +307,69 @@ def test_blacklight_fingerprints_are_sha256_of_the_windows_remembered_or_not(dig
         np.testing.assert_array_equal(fingerprints(x[rows], memo=memo, **settings).digests, plain[rows].digests)
 
 
+@pytest.mark.parametrize("bits", [80, 150])
+def test_piha_agreements_are_bits_less_twice_the_hamming_distance_and_scores_match_brute_force(bits):
+    """The integer product of sign rows against XOR and popcount over every pair, with hashes of up to 127 bits
+    (agreements held in int8) and more (int16), over more stored hashes than one product takes at once."""
+    rng = np.random.default_rng(9)
+    words = -(-bits // 64)
+
+    def hashes(n: int, like: np.ndarray | None = None) -> np.ndarray:
+        if like is not None:  # near-duplicates of `like`: a few bits flipped, so that distances are small too
+            flips = np.packbits(rng.random((n, 64 * words)) < 0.03, axis=1)
+            return like[rng.integers(0, len(like), n)] ^ flips.view(np.uint64)
+        return rng.integers(0, 2**64, (n, words), dtype=np.uint64)
+
+    def unpacked(h: np.ndarray) -> np.ndarray:
+        return np.unpackbits(h.view(np.uint8), axis=1, count=bits).astype(np.int64)
+
+    stored = hashes(5_000)
+    calls = hashes(300, like=stored)
+    got = agreements(signs(calls, bits), signs(stored, bits), torch.int8 if bits < 128 else torch.int16, Scratch())
+    distance = (unpacked(calls)[:, None, :] != unpacked(stored)[None, :, :]).sum(2)
+    np.testing.assert_array_equal(got, bits - 2 * distance)
+
+    history = BitHistory(bits, matches=2)
+    history.add(stored)
+    every = np.concatenate([stored, calls])
+    expected = []
+    for i in range(len(stored), len(every)):
+        nearest = np.sort((unpacked(every[i : i + 1]) != unpacked(every[:i])).sum(1))
+        expected.append(1.0 - nearest[1] / bits)
+    np.testing.assert_array_equal(history.scores(calls), expected)
+
+
+@pytest.mark.parametrize("stream", ["distinct", "near_duplicates"])
+def test_blacklight_counts_the_digests_shared_within_a_call_exactly_by_pairs_or_by_product(digits, stream):
+    """Rows of one call that share digests: paired digest by digest when few rows share each (distinct images),
+    overlapped by a matrix product when many do (an attack's near-duplicates); either way the counts of brute
+    force."""
+    rng = np.random.default_rng(10)
+    x = digits.data.eval.x[:256] if stream == "distinct" else square_like(digits.data.eval.x[0], 256, rng)
+    prints = fingerprints(x, step=0.25, window=20, stride=1, kept=50)
+    holding = np.unique(prints.digests, return_counts=True)[1]
+    by_pairs = (holding * (holding - 1)).sum() // 2 <= len(x) ** 2
+    assert by_pairs == (stream == "distinct")
+    row, shared = _shared_with(prints, [])
+    sets = [set(prints.row(i).tolist()) for i in range(len(prints))]
+    expected = sorted((i, len(sets[i] & sets[j])) for i in range(len(sets)) for j in range(i) if sets[i] & sets[j])
+    assert sorted(zip(row.tolist(), shared.tolist())) == expected
+
+
+def test_blacklight_runs_merge_as_one_sorted_run_older_postings_first():
+    rng = np.random.default_rng(11)
+
+    def run(n: int, first: int) -> _Postings:
+        digests = np.sort(rng.integers(0, 50, n).astype(np.uint64))
+        return _Postings(digests, np.arange(first, first + n))
+
+    older, newer = run(300, 0), run(70, 300)
+    merged = older.merged(newer)
+    order = np.argsort(np.concatenate([older.digests, newer.digests]), kind="stable")
+    np.testing.assert_array_equal(merged.digests, np.concatenate([older.digests, newer.digests])[order])
+    np.testing.assert_array_equal(merged.numbers, np.concatenate([older.numbers, newer.numbers])[order])
+
+
 def test_piha_hashes_leave_out_the_frequencies_the_resize_leaves_empty_and_do_not_depend_on_the_batch(digits):
     detector = hashing_detector(digits, "piha")
     assert detector.bits == 80  # 8x8 upsampled to 32x32: the 9th frequency of each axis is 0 for every image
@@ -362,6 +427,73 @@ def test_the_penultimate_encoder_is_the_judge_without_its_last_layer(digits):
     with torch.no_grad():
         logits = digits.judge(torch.from_numpy(x))
         np.testing.assert_allclose(digits.judge.net[-1](encoder(x)), logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("on_detection", ["ban", "reject"])
+def test_the_penultimate_detector_runs_the_judges_trunk_once_per_screened_row_and_its_head_once_per_answer(
+    digits, on_detection
+):
+    """The kNN over the judge's penultimate layer shares the Oracle's forward pass: the trunk's features of a
+    row the detector is shown are what it scores and what the answer is read from, through the judge's own last
+    layer. So that layer is where an independent count of the judge's evaluations is taken: it sees every answered
+    row once and no other; the trunk sees every row within the limits once (the detector's encoder always did,
+    flagged rows and those after them included); the whole judge (trunk and head in one call) sees no query at all.
+    The answers are the bare judge's."""
+    data, judge = digits.data, digits.judge
+    shield = KnnSimilarity(encoder="penultimate", on_detection=on_detection).deploy(judge, operator_kit(digits))
+    detector = shield.detector
+    assert detector.shared_forward(judge) is not None
+    shape = dict(input_shape=data.input_shape, n_classes=data.n_classes)
+    api = Oracle(judge, AccessPolicy("hidden", "probabilities", 40, accounts=2), **shape, shield=shield)
+    bare = Oracle(judge, AccessPolicy("hidden", "probabilities", None), **shape)
+    api.plan(3)
+    bare.plan(3)
+    benign = data.eval.x[10:30]
+    attack = square_like(data.eval.x[0], 45, np.random.default_rng(8))
+    calls = [  # an attack's 45 rows (5 past the budget), then benign rows; benign rows from each account
+        (np.concatenate([attack, benign]), [0] * 45 + [1] * 20, 0),
+        (benign, [2] * 20, 1),
+        (benign[:5], [2] * 5, 0),
+    ]
+    head, trunk, whole = RowCounter(detector.encoder.head), RowCounter(detector.encoder.net), RowCounter(judge)
+    replies, admitted = [], 0
+    with head, trunk, whole:
+        for x, keys, account in calls:
+            heard = account not in api.banned  # a banned account's rows reach neither the detector nor the judge
+            replies.append(api.query_rows(x, keys, account=account))
+            admitted += heard * int((~replies[-1].over_budget & ~replies[-1].refused_by_account).sum())
+    assert any(reply.rejected.any() for reply in replies), "the attack's rows should be flagged"
+    answered = sum(int(reply.answered.sum()) for reply in replies)
+    assert head.rows == api.rows_evaluated == answered
+    assert trunk.rows == admitted  # once each, as the detector's encoder always did, and not once more to answer
+    assert whole.rows == 0
+    assert api.queries_total == answered + sum(int(reply.rejected.sum()) for reply in replies)
+    for (x, keys, _), reply in zip(calls, replies):
+        asked = [key for key, answered in zip(keys, reply.answered) if answered]
+        expected = bare.query_rows(x[reply.answered], asked).values
+        np.testing.assert_allclose(reply.values[reply.answered], expected, rtol=1e-5, atol=1e-7)
+
+
+class _Scaled(nn.Module):
+    """A judge whose logits are scaled after its last Linear layer: the layer is not its last step."""
+
+    def __init__(self, judge: nn.Module) -> None:
+        super().__init__()
+        self.judge = judge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * self.judge(x)
+
+
+def test_the_oracle_shares_the_forward_pass_only_with_the_judge_whose_head_ends_it(digits):
+    defense = KnnSimilarity(encoder="penultimate")
+    detector = defense.detector(digits.judge, operator_kit(digits))
+    assert detector.shared_forward(digits.judge) is not None
+    assert detector.shared_forward(_Scaled(digits.judge)) is None  # another model than the one it was cut from
+    scaled = _Scaled(digits.judge)
+    assert defense.detector(scaled, operator_kit(digits)).shared_forward(scaled) is None
+    for name in ("knn_pixels", "knn_similarity"):
+        assert DEFENSES[name]().detector(digits.judge, operator_kit(digits)).shared_forward(digits.judge) is None
 
 
 def test_the_similarity_encoder_is_reproducible_from_the_operators_seed(digits):
