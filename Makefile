@@ -14,15 +14,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the headline experiment on the embedded digits data
 	$(BIN)/gavel run experiment=hiding_vs_ratelimit
 
-test: $(STAMP)  ## every test, slow ones included (CI runs this)
-	$(BIN)/python -m pytest
+test: $(STAMP)  ## every test, slow ones included (CI runs this); one worker per core, at most 4 (pytest-xdist)
+	$(BIN)/python -m pytest -n auto --maxprocesses=4
 
 lint: $(STAMP)  ## ruff: lint rules and formatting (CI runs this before the tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 -m "not slow"
 
 bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/oracle_overhead.py
