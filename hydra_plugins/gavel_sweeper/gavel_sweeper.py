@@ -132,7 +132,7 @@ class GavelSweeper(BasicSweeper):
         threads = self.threads_per_job(min(batch_size, len(jobs)))
         if threads is not None:
             jobs = [job if any(o.startswith("threads=") for o in job) else [*job, f"threads={threads}"] for job in jobs]
-            log.info("gavel sweep: %d jobs side by side, threads=%d each (%d cores)", batch_size, threads, cores())
+            log.info("gavel sweep: jobs run side by side: threads=%d for each (%d cores)", threads, cores())
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
