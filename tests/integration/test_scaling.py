@@ -238,14 +238,17 @@ def test_a_sweep_killed_mid_job_resumes_to_the_same_table_as_an_uninterrupted_on
     before = {r.info.run_name: r.info.status for r in runs_in(store)}
     assert sorted(before.values()) == ["FINISHED", "RUNNING"]
 
-    resumed = subprocess.run(
-        [GAVEL, "run", *SWEEP, "resume=true", f"hydra.sweep.dir={killed_dir / 'multirun2'}"],
-        cwd=killed_dir,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", **cache},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    def resume(sweep_dir: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [GAVEL, "run", *SWEEP, "resume=true", f"hydra.sweep.dir={killed_dir / sweep_dir}"],
+            cwd=killed_dir,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", **cache},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    resumed = resume("multirun2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 jobs already FINISHED" in resumed.stdout and "2 to run" in resumed.stdout
     assert table_of(resumed.stdout) == table_of(whole.stdout)
@@ -255,14 +258,7 @@ def test_a_sweep_killed_mid_job_resumes_to_the_same_table_as_an_uninterrupted_on
     assert len({r.data.tags["sweep_id"] for r in finished}) == 1  # one sweep, the resumed one, holds all three
     assert len({r.data.tags["config_digest"] for r in finished}) == 3
 
-    again = subprocess.run(
-        [GAVEL, "run", *SWEEP, "resume=true", f"hydra.sweep.dir={killed_dir / 'multirun3'}"],
-        cwd=killed_dir,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", **cache},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = resume("multirun3")
     assert again.returncode == 0 and "3 jobs already FINISHED" in again.stdout and "0 to run" in again.stdout
     assert table_of(again.stdout) == table_of(whole.stdout)
     assert len(runs_in(store)) == 4  # nothing ran again

@@ -7,13 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 from helpers.cli import GAVEL
+
+from experiments.server import ServerError, wait_until_up
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -36,17 +36,11 @@ def server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    try:
+        wait_until_up(uri, process, timeout=120)
+    except ServerError as error:
         process.kill()
-        pytest.fail("the MLflow server did not answer on /health within 120 s")
+        pytest.fail(str(error))
     before = mlflow.get_tracking_uri()
     yield uri
     mlflow.set_tracking_uri(before)
