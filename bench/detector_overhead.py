@@ -13,7 +13,11 @@ a machine busy with other work slows both sides of a round alike. The same ratio
 follows: it leaves out the time other processes held the CPU, not their effect on its caches. The kNN detector
 over the judge's penultimate layer shares the Oracle's forward pass (`Detector.shared_forward`): its screening
 time alone, measured outside the Oracle, includes the judge's trunk, which the shielded Oracle runs only once.
+
+The ratio depends on what the judge costs: `--override target=resnet18` measures against a ResNet-18 judge on the
+same digits (trained into the model cache on first use).
     GAVEL_THREADS=1 python bench/detector_overhead.py [--history 10000] [--batches 8] [--batch-size 256] [--rounds 15]
+        [--override KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -65,10 +69,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--override", action="append", default=[], help="a config override for the judge, repeatable")
     args = parser.parse_args()
 
     torch.set_num_threads(int(os.environ.get("GAVEL_THREADS", "1")))
-    settings, data, judge = default_judge()
+    settings, data, judge = default_judge(args.override)
     operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, seed=settings.seed)
     pool = np.concatenate([data.eval.x, data.attacker.x])
     rng = np.random.default_rng(0)
@@ -84,7 +89,8 @@ def main() -> None:
     timed(oracle(), batches[:2])  # warm-up
     print(
         f"Detector overhead: {args.batches} queries of {args.batch_size} rows against a history of {args.history:,}, "
-        f"digits CNN judge, {torch.get_num_threads()} torch thread(s), median of {args.rounds} rounds"
+        f"{settings.target.model.arch.name.value} judge on {settings.data.name.value}, "
+        f"{torch.get_num_threads()} torch thread(s), median of {args.rounds} rounds"
     )
     us = 1e6 / (args.batches * args.batch_size)
     for name, build in DETECTORS.items():

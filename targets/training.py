@@ -1,7 +1,9 @@
 """Train a model once and cache it on disk under a key that hashes everything that determines it.
 
 A cache entry is a folder `<cache_dir>/models/<key>/` holding `model.pt` (a plain state dict, loaded with
-`weights_only=True`) and `meta.json` (the spec, the SHA-256 of `model.pt` and the training accuracy). An entry
+`weights_only=True`) and `meta.json` (the spec, the SHA-256 of `model.pt` and a training figure: a judge's
+training accuracy). Judges and surrogates come through `get_or_train`; any other trained module whose spec meets
+`CacheSpec` (the operator's similarity encoder) through `get_or_build`. An entry
 is written to a staging folder beside it and renamed into place, so an entry only ever appears complete; one
 that fails any check on load (unreadable, a file where the folder should be, `meta.json` not an object or
 missing a key, a spec or checksum that does not match, a state dict that does not load) is reported and
@@ -32,10 +34,11 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import filelock
 import numpy as np
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 2  # 2: the key holds what the model was trained on (`trained_on`)
 LOCK_ENV = "GAVEL_CACHE_LOCK"
 LOCK_LOG_EVERY_S = 60.0
-META_KEYS = ("spec", "sha256", "train_accuracy")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ModelSpec:
     trained_on: str = "cpu/1"
     """`cpu/<threads>` or `cuda`: the same seed trains different weights on another thread count (the order of
     its float sums changes), so a judge trained with 2 threads is not the one a 1-thread job would train."""
+    figure: ClassVar[str] = "train_accuracy"
 
     @classmethod
     def of(
@@ -99,7 +102,7 @@ class ModelSpec:
             input_shape=tuple(int(d) for d in input_shape),
             n_classes=int(n_classes),
             data_fingerprint=pool.fingerprint(),
-            trained_on="cuda" if str(device).startswith("cuda") else f"cpu/{torch.get_num_threads()}",
+            trained_on=trained_on(device),
         )
 
     def as_dict(self) -> dict:
@@ -117,8 +120,21 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+        return spec_key(self.as_dict())
+
+    def build(self) -> Judge:
+        return build_model(self.arch, self.input_shape, self.n_classes)
+
+
+def spec_key(spec: dict) -> str:
+    """A cache key: the hash of a spec's canonical JSON."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def trained_on(device: str) -> str:
+    """What a model trained now on `device` is trained on: `cuda`, or `cpu/<torch's thread count now>`."""
+    return "cuda" if str(device).startswith("cuda") else f"cpu/{torch.get_num_threads()}"
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,32 @@ class CorruptCacheEntry(Exception):
 
 
 def get_or_train(spec: ModelSpec, pool: Pool, cache_dir: str | Path, device: str = "cpu") -> CachedModel:
+    model, hit, train_accuracy = get_or_build(spec, lambda: train(spec, pool, device), cache_dir, device)
+    return CachedModel(model, spec.key, hit, train_accuracy)
+
+
+class CacheSpec(Protocol):
+    """What the cache needs of anything it stores (a judge's `ModelSpec`, the similarity encoder's spec): a name
+    for the logs, everything that determines the trained module (`as_dict`, stored in `meta.json` and checked on
+    load) and its hash (`key`), an untrained module of the same shape to load weights into (`build`), and the name
+    of the training figure kept beside it (`figure`)."""
+
+    role: str
+    figure: str
+
+    @property
+    def key(self) -> str: ...
+
+    def as_dict(self) -> dict: ...
+
+    def build(self) -> nn.Module: ...
+
+
+def get_or_build(
+    spec: CacheSpec, train_it: Callable[[], tuple[nn.Module, float]], cache_dir: str | Path, device: str = "cpu"
+) -> tuple[nn.Module, bool, float]:
+    """(the module `spec` stands for, whether it came from the cache, its training figure): loaded from
+    `cache_dir`, or trained by `train_it` (-> the module and its figure) and stored, as the module docstring says."""
     entry = Path(cache_dir) / "models" / spec.key
     if entry.is_dir():  # lock-free: an entry only ever appears complete, by an atomic rename
         try:
@@ -148,19 +190,19 @@ def get_or_train(spec: ModelSpec, pool: Pool, cache_dir: str | Path, device: str
                 log.warning("%s %s: corrupt cache entry (%s); retraining", spec.role, spec.key, error)
         else:
             log.info("%s %s: cache miss; training", spec.role, spec.key)
-        model, train_accuracy = train(spec, pool, device)
-        _store(entry, spec, model, train_accuracy)
-    return CachedModel(model.eval(), spec.key, False, train_accuracy)
+        model, figure = train_it()
+        _store(entry, spec, model, figure)
+    return model.eval(), False, figure
 
 
-def _hit(entry: Path, spec: ModelSpec, device: str) -> CachedModel:
+def _hit(entry: Path, spec: CacheSpec, device: str) -> tuple[nn.Module, bool, float]:
     model, meta = _load(entry, spec)
     log.info("%s %s: cache hit (%s)", spec.role, spec.key, entry)
-    return CachedModel(model.to(device).eval(), spec.key, True, float(meta["train_accuracy"]))
+    return model.to(device).eval(), True, float(meta[spec.figure])
 
 
 @contextmanager
-def _key_lock(path: Path, spec: ModelSpec) -> Iterator[None]:
+def _key_lock(path: Path, spec: CacheSpec) -> Iterator[None]:
     """Hold the key's lock; if another job holds it (training the model, most likely), say so and wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = os.environ.get(LOCK_ENV, "") or "file"
@@ -233,7 +275,7 @@ def predict_labels(model: nn.Module, x: np.ndarray, batch_size: int = 512, devic
     return torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
 
 
-def _load(entry: Path, spec: ModelSpec) -> tuple[Judge, dict]:
+def _load(entry: Path, spec: CacheSpec) -> tuple[nn.Module, dict]:
     if not entry.is_dir():
         raise CorruptCacheEntry("not a folder")
     try:
@@ -243,17 +285,17 @@ def _load(entry: Path, spec: ModelSpec) -> tuple[Judge, dict]:
         raise CorruptCacheEntry(f"unreadable: {error}") from error
     if not isinstance(meta, dict):
         raise CorruptCacheEntry(f"meta.json holds {type(meta).__name__}, not an object")
-    missing = [key for key in META_KEYS if key not in meta]
+    missing = [key for key in ("spec", "sha256", spec.figure) if key not in meta]
     if missing:
         raise CorruptCacheEntry(f"meta.json lacks {', '.join(missing)}")
     if meta["spec"] != spec.as_dict():
         raise CorruptCacheEntry("meta.json does not match the spec this key stands for")
     if hashlib.sha256(weights).hexdigest() != meta["sha256"]:
         raise CorruptCacheEntry("model.pt does not match its recorded SHA-256")
-    accuracy = meta["train_accuracy"]
-    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
-        raise CorruptCacheEntry(f"train_accuracy is {accuracy!r}, not a number")
-    model = build_model(spec.arch, spec.input_shape, spec.n_classes)
+    figure = meta[spec.figure]
+    if isinstance(figure, bool) or not isinstance(figure, (int, float)):
+        raise CorruptCacheEntry(f"{spec.figure} is {figure!r}, not a number")
+    model = spec.build()
     try:  # from the bytes just checked, not the file again: it may have been replaced since
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
@@ -262,7 +304,7 @@ def _load(entry: Path, spec: ModelSpec) -> tuple[Judge, dict]:
     return model.eval(), meta
 
 
-def _store(entry: Path, spec: ModelSpec, model: Judge, train_accuracy: float) -> None:
+def _store(entry: Path, spec: CacheSpec, model: nn.Module, figure: float) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=entry.parent))
     try:
@@ -273,7 +315,7 @@ def _store(entry: Path, spec: ModelSpec, model: Judge, train_accuracy: float) ->
         meta = {
             "spec": spec.as_dict(),
             "sha256": hashlib.sha256(weights).hexdigest(),
-            "train_accuracy": float(train_accuracy),
+            spec.figure: float(figure),
         }
         _write_durably(staging / "model.pt", weights)
         _write_durably(staging / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())

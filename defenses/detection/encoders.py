@@ -6,17 +6,24 @@
 - `similarity`: a small network the operator trains on its own data so that an image and its slightly shifted,
   brightened or noised versions embed close together and different images far apart (Chen, Carlini & Wagner,
   2019, train theirs with a contrastive loss on such pairs; this one uses SimCLR's NT-Xent, Chen et al., 2020).
+  Trained once per operator's data, seed, size and what it trains on, and kept in the model cache beside the judges
+  (`cache_dir`), so the jobs of a sweep load it rather than train it again.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Literal
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from targets.training import CACHE_FORMAT, get_or_build, spec_key, trained_on
 
 EncoderName = Literal["similarity", "penultimate", "pixels"]
 
@@ -138,8 +145,63 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, positives)
 
 
-def similarity_encoder(x: np.ndarray, *, dim: int, steps: int, seed: int, device: str = "cpu") -> Encoder:
-    """Train the similarity encoder on the operator's images `x` for `steps` batches, seeded by `seed`."""
+@dataclass(frozen=True)
+class SimilaritySpec:
+    """Everything that determines a trained similarity encoder: the model cache's key hashes it."""
+
+    channels: int
+    dim: int
+    steps: int
+    seed: int
+    data_fingerprint: str
+    trained_on: str
+    role: ClassVar[str] = "similarity encoder"
+    figure: ClassVar[str] = "train_loss"
+
+    @classmethod
+    def of(cls, x: np.ndarray, *, dim: int, steps: int, seed: int, device: str) -> SimilaritySpec:
+        digest = hashlib.sha256(str(x.shape).encode())
+        digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        return cls(int(x.shape[1]), int(dim), int(steps), int(seed), digest.hexdigest(), trained_on(device))
+
+    def as_dict(self) -> dict:
+        recipe = {"batch": BATCH, "lr": LEARNING_RATE, "temperature": TEMPERATURE, "max_noise": MAX_NOISE}
+        return {
+            "format": CACHE_FORMAT,
+            "role": "similarity_encoder",
+            "channels": self.channels,
+            "dim": self.dim,
+            "steps": self.steps,
+            "seed": self.seed,
+            "recipe": recipe,
+            "data_fingerprint": self.data_fingerprint,
+            "trained_on": self.trained_on,
+        }
+
+    @property
+    def key(self) -> str:
+        return spec_key(self.as_dict())
+
+    def build(self) -> nn.Module:
+        return _similarity_net(self.channels, self.dim)
+
+
+def similarity_encoder(
+    x: np.ndarray, *, dim: int, steps: int, seed: int, device: str = "cpu", cache_dir: str | Path | None = None
+) -> Encoder:
+    """The similarity encoder trained on the operator's images `x` for `steps` batches, seeded by `seed`: from the
+    model cache in `cache_dir` when it holds it, else trained (and stored there, if given)."""
+    if cache_dir is None:
+        return Encoder(_train_similarity(x, dim=dim, steps=steps, seed=seed, device=device)[0], device)
+    spec = SimilaritySpec.of(x, dim=dim, steps=steps, seed=seed, device=device)
+    net, _, _ = get_or_build(
+        spec, lambda: _train_similarity(x, dim=dim, steps=steps, seed=seed, device=device), cache_dir, device
+    )
+    return Encoder(net, device)
+
+
+def _train_similarity(x: np.ndarray, *, dim: int, steps: int, seed: int, device: str) -> tuple[nn.Module, float]:
+    """(the encoder's network trained on `x`, its last batch's loss)."""
     with torch.random.fork_rng(devices=[]):  # the initialisation is seeded without touching the global stream
         torch.manual_seed(seed)
         net = _similarity_net(x.shape[1], dim)
@@ -148,6 +210,7 @@ def similarity_encoder(x: np.ndarray, *, dim: int, steps: int, seed: int, device
     images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     batch = min(BATCH, len(images))
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    loss = torch.zeros(())
     for _ in range(steps):
         # Distinct images per batch: a repeated one would be its own negative.
         chosen = images[torch.randperm(len(images), generator=generator, device=device)[:batch]]
@@ -155,4 +218,4 @@ def similarity_encoder(x: np.ndarray, *, dim: int, steps: int, seed: int, device
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return Encoder(net, device)
+    return net.eval(), float(loss.detach())

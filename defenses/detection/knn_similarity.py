@@ -261,6 +261,7 @@ class KnnSimilarity(DetectionDefense):
                 steps=self.train_steps,
                 seed=operator.seed,
                 device=operator.device,
+                cache_dir=operator.cache_dir,
             )
         return KnnDetector(encoder, k=self.k, scope=self.scope)
 
