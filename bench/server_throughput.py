@@ -10,24 +10,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from experiments.server import mlflow_server, start_postgres, stop_postgres, wait_until_up
+from experiments.server import local_server
 
 EXPERIMENT = "server_throughput"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_runs(url: str, writer: int, runs: int, start: multiprocessing.Barrier) -> None:
@@ -84,45 +75,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="the server's uvicorn workers (mlflow's default: 4)")
     args = parser.parse_args()
 
-    directory = Path(tempfile.mkdtemp(prefix="gavel-bench-server-"))
-    directory.chmod(0o711)  # as root, PostgreSQL runs as `postgres`, which must reach the folder
-    process = None
-    try:
-        backend_uri = start_postgres(directory, free_port())
-        url = f"http://127.0.0.1:{free_port()}"
-        with open(directory / "mlflow.log", "w") as log:
-            process = mlflow_server(
-                directory, backend_uri, "127.0.0.1", int(url.rsplit(":", 1)[1]), ["--workers", str(args.workers)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            wait_until_up(url, process, timeout=300)
-            # Made before the writers start: MLflow 3.17's set_experiment, when two processes create an experiment
-            # at once, leaves the loser on the Default experiment, where its runs then go.
-            MlflowClient(tracking_uri=url).create_experiment(EXPERIMENT)
-            context = multiprocessing.get_context("spawn")
-            start = context.Barrier(args.writers + 1)
-            writers = [context.Process(target=write_runs, args=(url, w, args.runs, start)) for w in range(args.writers)]
-            for writer in writers:
-                writer.start()
-            start.wait()  # every writer has imported mlflow and found the experiment
-            began = time.perf_counter()
-            for writer in writers:
-                writer.join()
-            seconds = time.perf_counter() - began
-            total = args.writers * args.runs
-            print(
-                f"{args.writers} writers x {args.runs} runs against the PostgreSQL-backed server "
-                f"({args.workers} workers, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}): "
-                f"{total} runs in {seconds:.1f} s = {total / seconds * 60:.0f} runs/minute"
-            )
-            failed = [w.exitcode for w in writers if w.exitcode != 0]
-            print(f"writers failed: {len(failed)}; {check(url, args.writers, args.runs)}")
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
-        stop_postgres(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+    with local_server(["--workers", str(args.workers)], timeout=300) as server:
+        url = server.url
+        # Made before the writers start: MLflow 3.17's set_experiment, when two processes create an experiment at
+        # once, leaves the loser on the Default experiment, where its runs then go.
+        MlflowClient(tracking_uri=url).create_experiment(EXPERIMENT)
+        context = multiprocessing.get_context("spawn")
+        start = context.Barrier(args.writers + 1)
+        writers = [context.Process(target=write_runs, args=(url, w, args.runs, start)) for w in range(args.writers)]
+        for writer in writers:
+            writer.start()
+        start.wait()  # every writer has imported mlflow and found the experiment
+        began = time.perf_counter()
+        for writer in writers:
+            writer.join()
+        seconds = time.perf_counter() - began
+        total = args.writers * args.runs
+        print(
+            f"{args.writers} writers x {args.runs} runs against the PostgreSQL-backed server "
+            f"({args.workers} workers, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}): "
+            f"{total} runs in {seconds:.1f} s = {total / seconds * 60:.0f} runs/minute"
+        )
+        failed = [w.exitcode for w in writers if w.exitcode != 0]
+        print(f"writers failed: {len(failed)}; {check(url, args.writers, args.runs)}")
 
 
 if __name__ == "__main__":

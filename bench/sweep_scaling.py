@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-GAVEL = str(Path(sys.executable).with_name("gavel"))
+from fixtures import timed_gavel
+
 DEMO = ["--multirun", "experiment=hiding_vs_ratelimit"]
 WAYS = {
     "1 job at a time (basic launcher)": [],
@@ -26,19 +24,8 @@ WAYS = {
 
 
 def gavel(workdir: Path, cache: Path, *args: str) -> float:
-    workdir.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k != "GAVEL_THREADS"}  # the sweeper shares the cores out
-    env.update(GAVEL_CACHE_DIR=str(cache), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
-    start = time.perf_counter()
-    subprocess.run(
-        [GAVEL, "run", *args, f"hydra.sweep.dir={workdir / 'multirun'}", f"hydra.run.dir={workdir / 'out'}"],
-        cwd=workdir,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - start
+    """`timed_gavel` without GAVEL_THREADS: the sweeper shares the cores out."""
+    return timed_gavel(workdir, cache, *args, env={k: v for k, v in os.environ.items() if k != "GAVEL_THREADS"})
 
 
 def main() -> None:

@@ -19,8 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -183,6 +187,50 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> 
         except OSError:
             time.sleep(0.3)
     raise ServerError(f"the MLflow server did not answer on {url}/health within {timeout:.0f} s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    backend_uri: str
+    directory: Path
+
+
+@contextmanager
+def local_server(extra: list[str] = (), timeout: float = 180) -> Iterator[LocalServer]:
+    """PostgreSQL and an MLflow server on 127.0.0.1, free ports, in a new temporary folder, for tests and
+    benchmarks; both stopped and the folder removed afterwards. Raises ServerError (with the end of the server's
+    log) if the server does not come up."""
+    # Not under a test's tmp_path: as root, PostgreSQL runs as `postgres`, which must reach the folder.
+    directory = Path(tempfile.mkdtemp(prefix="gavel-server-"))
+    directory.chmod(0o711)
+    process = None
+    try:
+        backend_uri = start_postgres(directory, free_port())
+        port = free_port()
+        with open(directory / "mlflow.log", "w") as log:
+            process = mlflow_server(
+                directory, backend_uri, "127.0.0.1", port, extra, stdout=log, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(url, process, timeout=timeout)
+        except ServerError as error:
+            raise ServerError(f"{error}; its log ends: {(directory / 'mlflow.log').read_text()[-2000:]}") from None
+        yield LocalServer(url, backend_uri, directory)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=60)
+        stop_postgres(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def serve(directory: Path, host: str, port: int, pg_port: int, extra: list[str]) -> int:

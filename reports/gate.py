@@ -33,7 +33,7 @@ import mlflow
 import yaml
 
 from reports.summary import SWEEP_PARENT
-from reports.table import aligned
+from reports.table import aligned, run_overrides
 
 TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm")
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
@@ -152,7 +152,7 @@ def matching_runs(experiment: str, where: dict[str, Any], since: int = 0) -> lis
         budget = math.inf if budget in ("null", "None") else int(budget)
         if budget > where.get("budget_max", math.inf) or budget < where.get("budget_min", 0):
             continue
-        overrides = " ".join(o for o in sorted(tags.get("overrides", "").split()) if not o.startswith("run_label="))
+        overrides = " ".join(f"{k}={v}" for k, v in sorted(run_overrides(tags).items()) if k != "run_label")
         key = (tags.get("threat_model"), tags.get("attack"), tags.get("defense"), budget, overrides)
         newest.setdefault(key, run)
     return list(newest.values())

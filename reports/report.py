@@ -30,6 +30,7 @@ from lifelines import KaplanMeierFitter  # noqa: E402
 from experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
 from reports.curves import CURVE  # noqa: E402
 from reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
+from reports.table import run_overrides  # noqa: E402
 
 STEPS = ("white_box", "score_based", "decision_based", "transfer")
 """The attacker's access, from most to least: open weights, a score API, a labels API, no queries at all."""
@@ -123,7 +124,7 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
             column += f" {r.tags.get('attack')}"
         if math.isfinite(r.budget) and r.threat_model not in ("white_box", "transfer"):
             column += f" @ {int(r.budget)}"
-        overrides = dict(o.lstrip("+").split("=", 1) for o in r.tags.get("overrides", "").split() if "=" in o)
+        overrides = run_overrides(r.tags)
         setting = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k not in SET_BY_COLUMN) or "-"
         row = (r.tags.get("judge", "?"), r.tags.get("defense", "none"), setting)
         groups.setdefault(row, {}).setdefault(column, {})[r.params.get("seed", "?")] = r

@@ -55,6 +55,13 @@ SHOWN_ELSEWHERE = {
 COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detections_total", "seeds"}
 
 
+def run_overrides(tags: dict) -> dict[str, str]:
+    """A run's Hydra overrides (its `overrides` tag, "key=value" words) as {key: value}, in their order, a
+    leading + (Hydra's "add this key") dropped from each key."""
+    words = (word.split("=", 1) for word in tags.get("overrides", "").split() if "=" in word)
+    return {key.lstrip("+"): value for key, value in words}
+
+
 def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
     runs = mlflow.search_runs(
         experiment_names=[experiment_name], filter_string=f"tags.sweep_id = '{sweep_id}'", output_format="list"
@@ -62,7 +69,6 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
     rows = []
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        overrides = dict(o.split("=", 1) for o in tags.get("overrides", "").split() if "=" in o)
         rows.append(
             {
                 "run_id": run.info.run_id,
@@ -73,7 +79,7 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
                 "output": tags.get("access.output", "?"),
                 "budget": params.get("access.budget", "null"),
                 "eps": _eps(tags.get("norm"), params.get("attack.eps")),
-                "overrides": {k.lstrip("+"): v for k, v in overrides.items()},
+                "overrides": run_overrides(tags),
                 **metrics,
             }
         )

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import psycopg2
@@ -18,18 +15,12 @@ from helpers.cli import GAVEL
 from mlflow import MlflowClient
 
 from experiments.config import compose_config
-from experiments.server import ServerError, mlflow_server, postgres_bin, start_postgres, stop_postgres, wait_until_up
+from experiments.server import ServerError, local_server, postgres_bin
 from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
 from reports.summary import SWEEP_PARENT
 
 PRESET = "hiding_vs_ratelimit"
 SMALL = ["n_examples=10", "attack.max_iter=3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -41,29 +32,11 @@ def postgres_server():
         pytest.skip(str(error))
     if os.geteuid() == 0 and "postgres" not in {user.pw_name for user in pwd.getpwall()}:
         pytest.skip("running as root, and no 'postgres' user to run PostgreSQL as")
-    # Not under pytest's tmp_path: as root, PostgreSQL runs as `postgres`, and pytest's folders are closed to it.
-    directory = Path(tempfile.mkdtemp(prefix="gavel-server-"))
-    directory.chmod(0o711)
-    process = None
     try:
-        backend_uri = start_postgres(directory, free_port())
-        port = free_port()
-        with open(directory / "mlflow.log", "w") as log:
-            process = mlflow_server(
-                directory, backend_uri, "127.0.0.1", port, ["--workers", "2"], stdout=log, stderr=subprocess.STDOUT
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(url, process, timeout=180)
-        except ServerError as error:
-            pytest.fail(f"{error}; its log ends: {(directory / 'mlflow.log').read_text()[-2000:]}")
-        yield url, backend_uri, directory
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
-        stop_postgres(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        with local_server(["--workers", "2"]) as server:
+            yield server.url, server.backend_uri, server.directory
+    except ServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.mark.slow

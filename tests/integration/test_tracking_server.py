@@ -4,7 +4,6 @@ are built from what the server returns."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,9 @@ import mlflow
 import pytest
 from helpers.cli import GAVEL
 
-from experiments.server import ServerError, wait_until_up
+from experiments.server import ServerError, free_port, wait_until_up
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.statistics import rate_interval
-from reports.table import format_table, pool_seeds
+from reports.table import format_table, pool_seeds, run_overrides
 
 
 def row(seed: int, success: float, n: int, **overrides) -> dict:
@@ -43,3 +43,9 @@ def test_runs_that_differ_only_in_their_seed_are_pooled_over_their_examples():
 def test_without_a_seed_axis_the_rows_stay_as_they_are():
     rows = [row(0, 0.25, 40), row(0, 0.5, 60, defense_k="2")]
     assert pool_seeds(rows) == rows
+
+
+def test_run_overrides_reads_the_overrides_tag_as_keys_and_values():
+    tags = {"overrides": "attack=square +defense.k=5 access.budget=1000 ~seed run_label=a=b"}
+    assert run_overrides(tags) == {"attack": "square", "defense.k": "5", "access.budget": "1000", "run_label": "a=b"}
+    assert run_overrides({}) == {}
