@@ -5,7 +5,10 @@ Inputs are float32 in [0, 1], NCHW; labels are int64. Splits are deterministic g
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import math
+import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,17 +127,24 @@ def _torchvision(cfg: DataSpec) -> Dataset:
     if cfg.root is None:
         raise FileNotFoundError(f"data.root is not set: {cfg.name} loads from a local torchvision folder")
     root = Path(cfg.root).expanduser()
-    cls = getattr(torchvision.datasets, TORCHVISION_SETS[cfg.name])
-    try:
-        train = cls(root=str(root), train=True, download=cfg.download)
-        test = cls(root=str(root), train=False, download=cfg.download)
-    except RuntimeError as error:
-        raise FileNotFoundError(
-            f"data.root={root}: no {cls.__name__} files there ({error}); "
-            "put torchvision's files there or set data.download=true"
-        ) from error
-    x_train, y_train = _as_arrays(train)
-    x_test, y_test = _as_arrays(test)
+    idx = _idx_arrays(root) if cfg.name in (DatasetName.MNIST, DatasetName.FASHION_MNIST) else None
+    if idx is not None:
+        x_train, y_train, x_test, y_test = idx
+        n_classes = 10
+    else:
+        cls = getattr(torchvision.datasets, TORCHVISION_SETS[cfg.name])
+        try:
+            train = cls(root=str(root), train=True, download=cfg.download)
+            test = cls(root=str(root), train=False, download=cfg.download)
+        except RuntimeError as error:
+            idx_too = " or the four IDX files" if cfg.name != DatasetName.CIFAR10 else ""
+            raise FileNotFoundError(
+                f"data.root={root}: no {cls.__name__} files there ({error}); "
+                f"put torchvision's files{idx_too} there or set data.download=true"
+            ) from error
+        x_train, y_train = _as_arrays(train)
+        x_test, y_test = _as_arrays(test)
+        n_classes = len(train.classes)
 
     rng = np.random.default_rng(cfg.split_seed)
     order = rng.permutation(len(y_train))
@@ -147,8 +157,66 @@ def _torchvision(cfg: DataSpec) -> Dataset:
         judge=Pool(x_train[judge_idx], y_train[judge_idx]),
         attacker=Pool(x_train[attacker_idx], y_train[attacker_idx]),
         eval=Pool(x_test[eval_idx], y_test[eval_idx]),
-        n_classes=len(train.classes),
+        n_classes=n_classes,
     )
+
+
+class DataFilesError(FileNotFoundError):
+    """The data set's files are there but cannot be read as it: reported as a missing folder is (one line naming
+    `data.root`, exit status 2)."""
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""MNIST's and Fashion-MNIST's four files as their authors distribute them, gzipped or not: a `data.root` holding
+them is read directly (Debian's `dataset-fashion-mnist` installs them in /usr/share/datasets/fashion-mnist)."""
+
+
+def _idx_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(train images, train labels, test images, test labels) from the IDX files in `root`, as `_as_arrays`
+    gives them; None when any of the four is missing."""
+    paths = {}
+    for names in IDX_FILES.values():
+        for name in names:
+            found = [path for path in (root / name, root / f"{name}.gz") if path.is_file()]
+            if not found:
+                return None
+            paths[name] = found[0]
+    arrays = []
+    for images_name, labels_name in IDX_FILES.values():
+        try:
+            images, labels = read_idx(paths[images_name]), read_idx(paths[labels_name])
+        except ValueError as error:
+            raise DataFilesError(f"data.root={root}: {error}; allowed: MNIST's IDX files") from None
+        if images.ndim != 3 or labels.shape != images.shape[:1]:
+            raise DataFilesError(
+                f"data.root={root}: {paths[images_name].name} holds {images.shape} and {paths[labels_name].name} "
+                f"{labels.shape}; allowed: images [n, height, width] and n labels"
+            )
+        arrays += [np.ascontiguousarray(images[:, None], dtype=np.float32) / 255.0, labels.astype(np.int64)]
+    return tuple(arrays)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The array in an IDX file of unsigned bytes (MNIST's format: two zero bytes, the type 0x08, the number of
+    dimensions, each dimension as a big-endian uint32, then the values), gzipped if its name ends in .gz."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: unreadable ({error})") from error
+    if len(raw) < 4 or raw[:3] != b"\0\0\x08":
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: its header is cut short")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    values = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if values.size != math.prod(shape):
+        raise ValueError(f"{path}: holds {values.size} values where its header says {shape}")
+    return values.reshape(shape)
 
 
 def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers.torchvision_files import write_cifar10, write_mnist_style
+from helpers.torchvision_files import write_cifar10, write_idx, write_mnist_style
 
 from experiments.config import compose_config
 from experiments.settings import RunSettings
@@ -56,6 +57,60 @@ def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, f
     for x, y in zip(data.judge.x, data.judge.y):  # pixels and labels survive the round trip
         assert by_image[np.round(x[0] * 255).astype(np.uint8).tobytes()] == y
     assert not rows(data.judge) & rows(data.attacker)
+
+
+def write_flat_idx(folder, n_train: int, n_test: int, rng) -> dict:
+    """The four IDX files side by side, as MNIST's authors (and Debian's dataset-fashion-mnist) ship them: the
+    training images gzipped, the rest not."""
+    written = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(folder / f"{split}-images-idx3-ubyte", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
+        written[split] = (images, labels)
+    plain = folder / "train-images-idx3-ubyte"
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    return written
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_mnist_style_sets_load_from_a_folder_of_the_four_idx_files(tmp_path, name):
+    written = write_flat_idx(tmp_path, n_train=30, n_test=8, rng=np.random.default_rng(2))
+    data = load_dataset(data_spec(f"data={name}", f"data.root={tmp_path}"))
+    assert (len(data.judge), len(data.attacker), len(data.eval)) == (15, 15, 8)
+    assert data.input_shape == (1, 28, 28) and data.n_classes == 10
+    for pool, split in ((data.judge, "train"), (data.attacker, "train"), (data.eval, "t10k")):
+        assert pool.x.dtype == np.float32 and pool.y.dtype == np.int64
+        images, labels = written[split]
+        by_image = {img.tobytes(): int(lbl) for img, lbl in zip(images, labels)}
+        for x, y in zip(pool.x, pool.y):
+            assert by_image[np.round(x[0] * 255).astype(np.uint8).tobytes()] == y
+    assert not rows(data.judge) & rows(data.attacker)
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda path: path.write_bytes(b"\x00\x00\x0d\x03" + bytes(12)), "not an IDX file of unsigned bytes"),
+        (lambda path: path.write_bytes(path.read_bytes()[:-5]), "values where its header says"),
+        (lambda path: path.write_bytes(b"\x00\x00\x08\x03\x00"), "its header is cut short"),
+    ],
+    ids=["float values", "cut short", "header cut short"],
+)
+def test_a_damaged_idx_file_is_a_one_line_data_error(tmp_path, damage, says):
+    write_flat_idx(tmp_path, n_train=4, n_test=2, rng=np.random.default_rng(3))
+    damage(tmp_path / "t10k-images-idx3-ubyte")
+    with pytest.raises(FileNotFoundError, match=f"data.root={tmp_path}: .*t10k-images-idx3-ubyte: .*{says}"):
+        load_dataset(data_spec("data=fashion_mnist", f"data.root={tmp_path}"))
+
+
+def test_a_gzipped_idx_file_that_is_not_gzip_is_a_data_error(tmp_path):
+    write_flat_idx(tmp_path, n_train=4, n_test=2, rng=np.random.default_rng(3))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz: unreadable"):
+        load_dataset(data_spec("data=mnist", f"data.root={tmp_path}"))
 
 
 def test_cifar10_loads_from_a_local_torchvision_folder(tmp_path, monkeypatch):
