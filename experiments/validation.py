@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Mapping, Sequence, TypeVar
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,7 +49,10 @@ def check_overrides(args: list[str]) -> None:
         first = str(error).strip().splitlines()[0]
         raise ConfigError(f"{_culprit(overrides)}: not a valid override ({first}); allowed: KEY=VALUE") from None
     group_choices: list[str] = []
+    fixed_choices: list[str] = []  # the groups chosen once, not swept
+    swept_groups: list[str] = []
     value_overrides = []
+    changed: list[str] = []
     for override in parsed:
         key = override.key_or_group
         if key == "hydra/launcher":
@@ -77,8 +81,14 @@ def check_overrides(args: list[str]) -> None:
                 if value not in allowed and not (key == "experiment" and value == "null"):
                     raise ConfigError(f"{key}={value}: unknown option; allowed: {', '.join(allowed)}")
             group_choices.append(f"{key}={values[0]}")
+            if override.is_sweep_override():
+                swept_groups.append(key)
+            else:
+                fixed_choices.append(f"{key}={values[0]}")
         else:
             value_overrides.append(key)
+            if override.type == OverrideType.CHANGE:  # `++key=value` adds the key where it is missing
+                changed.append(key)
     try:
         base = compose_config(group_choices)
     except HydraException as error:
@@ -90,6 +100,25 @@ def check_overrides(args: list[str]) -> None:
             where = f" under {parent}" if parent else " at the top level"
             allowed = ", ".join(node.keys()) if isinstance(node, DictConfig) else "none"
             raise ConfigError(f"{key}: no such key; allowed keys{where}: {allowed}")
+    if swept_groups:
+        _check_against_the_sweeps_own_config(changed, swept_groups, fixed_choices)
+
+
+def _check_against_the_sweeps_own_config(keys: list[str], swept_groups: list[str], fixed_choices: list[str]) -> None:
+    """Before it sweeps a config group, Hydra composes the sweep's own config from that group's default option
+    and applies every other override to it: a key that only the swept options have (defense.matches, swept over
+    defense=blacklight,piha while the default defense is none) fails there, in a Hydra traceback. Say so in one
+    line, with the override that sets it in every job instead."""
+    sweep_level = compose_config(fixed_choices)
+    for key in keys:
+        group = next((g for g in swept_groups if key.startswith(f"{g}.")), None)
+        if group is None or OmegaConf.select(sweep_level, key, default=_MISSING) is not _MISSING:
+            continue
+        default = OmegaConf.select(sweep_level, f"{group}.name", default="its default")
+        raise ConfigError(
+            f"{key}: not a key of {group}={default}, the option Hydra composes the sweep's own config from before "
+            f"it sweeps {group}; allowed: ++{key}=VALUE (sets it in every job)"
+        )
 
 
 def launcher_options() -> list[str]:

@@ -91,3 +91,32 @@ def test_unknown_attack_parameter_is_named():
 def test_check_overrides_catches_unknown_options_and_keys(args, message):
     with pytest.raises(ConfigError, match=message):
         check_overrides(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--multirun", "defense=blacklight,piha", "defense.matches=1"],
+        ["--multirun", "defense=blacklight,piha", "defense.matches=1,2"],
+        ["--multirun", "access.budget=100", "defense=knn_similarity,piha", "defense.fpr=0.01"],
+    ],
+)
+def test_a_key_only_the_swept_options_have_is_named_with_the_override_that_works(args):
+    """Hydra composes a sweep's own config from the swept group's default (defense=none) and refuses there, in a
+    traceback, a key that only the swept options have."""
+    key = args[-1].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: not a key of defense=none, .* allowed: \+\+{key}=VALUE"):
+        check_overrides(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--multirun", "defense=blacklight,piha", "++defense.matches=1"],  # the way to say it
+        ["--multirun", "defense=blacklight", "defense.matches=1,2"],  # the group is not swept
+        ["--multirun", "attack=square,hopskipjump", "attack.eps=0.05"],  # the default attack has eps too
+        ["defense=blacklight", "defense.matches=1"],
+    ],
+)
+def test_keys_the_sweeps_own_config_has_pass(args):
+    check_overrides(args)
