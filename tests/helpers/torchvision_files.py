@@ -15,17 +15,23 @@ def write_idx(path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_mnist_style(root, folder: str, n_train: int, n_test: int, rng) -> dict:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
+def write_idx_set(directory, n_train: int, n_test: int, rng) -> dict:
+    """MNIST's four IDX files (random 28x28 images and labels) in `directory`; returns split -> (images, labels)."""
     written = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, n, dtype=np.uint8)
-        write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+        write_idx(directory / f"{split}-images-idx3-ubyte", images)
+        write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
         written[split] = (images, labels)
     return written
+
+
+def write_mnist_style(root, folder: str, n_train: int, n_test: int, rng) -> dict:
+    """The IDX files in torchvision's layout for the class named `folder` (MNIST, FashionMNIST)."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    return write_idx_set(raw, n_train, n_test, rng)
 
 
 def md5(path) -> str:

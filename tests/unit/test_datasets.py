@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers.torchvision_files import write_cifar10, write_idx, write_mnist_style
+from helpers.torchvision_files import write_cifar10, write_idx_set, write_mnist_style
 
 from experiments.config import compose_config
 from experiments.settings import RunSettings
@@ -62,13 +62,7 @@ def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, f
 def write_flat_idx(folder, n_train: int, n_test: int, rng) -> dict:
     """The four IDX files side by side, as MNIST's authors (and Debian's dataset-fashion-mnist) ship them: the
     training images gzipped, the rest not."""
-    written = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        write_idx(folder / f"{split}-images-idx3-ubyte", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
-        written[split] = (images, labels)
+    written = write_idx_set(folder, n_train, n_test, rng)
     plain = folder / "train-images-idx3-ubyte"
     (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
     plain.unlink()
