@@ -226,11 +226,24 @@ def local_server(extra: list[str] = (), timeout: float = 180) -> Iterator[LocalS
             raise ServerError(f"{error}; its log ends: {(directory / 'mlflow.log').read_text()[-2000:]}") from None
         yield LocalServer(url, backend_uri, directory)
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
-        stop_postgres(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            if process is not None:
+                _stop(process)
+        finally:
+            try:
+                stop_postgres(directory)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen, grace: float = 60) -> None:
+    """Terminate `process`; kill it if it is still there after `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def serve(directory: Path, host: str, port: int, pg_port: int, extra: list[str]) -> int:

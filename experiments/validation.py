@@ -87,7 +87,9 @@ def check_overrides(args: list[str]) -> None:
                 fixed_choices.append(f"{key}={values[0]}")
         else:
             value_overrides.append(key)
-            if override.type == OverrideType.CHANGE:  # `++key=value` adds the key where it is missing
+            # Hydra leaves swept values out of the sweep's own config, and `+`/`++` add the key where it is missing:
+            # only a plain `key=value` is applied to the swept group's default option there.
+            if override.type == OverrideType.CHANGE and not override.is_sweep_override():
                 changed.append(key)
     try:
         base = compose_config(group_choices)

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -127,7 +128,7 @@ def _torchvision(cfg: DataSpec) -> Dataset:
     if cfg.root is None:
         raise FileNotFoundError(f"data.root is not set: {cfg.name} loads from a local torchvision folder")
     root = Path(cfg.root).expanduser()
-    idx = _idx_arrays(root) if cfg.name in (DatasetName.MNIST, DatasetName.FASHION_MNIST) else None
+    idx = _idx_arrays(root, cfg.name) if cfg.name in (DatasetName.MNIST, DatasetName.FASHION_MNIST) else None
     if idx is not None:
         x_train, y_train, x_test, y_test = idx
         n_classes = 10
@@ -174,16 +175,24 @@ IDX_FILES = {
 them is read directly (Debian's `dataset-fashion-mnist` installs them in /usr/share/datasets/fashion-mnist)."""
 
 
-def _idx_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+FASHION_TRAIN_LABELS_SHA256 = "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+"""Of Fashion-MNIST's train-labels-idx1-ubyte, decompressed: the two sets' files have the same names."""
+MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+"""MNIST's training images of each digit."""
+
+
+def _idx_arrays(root: Path, name: DatasetName) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(train images, train labels, test images, test labels) from the IDX files in `root`, as `_as_arrays`
-    gives them; None when any of the four is missing."""
+    gives them; None when any of the four is missing. MNIST's and Fashion-MNIST's files have the same names: the
+    other set's files are refused (Fashion-MNIST's by the hash of its training labels, MNIST's by its count of each
+    digit)."""
     paths = {}
-    for names in IDX_FILES.values():
-        for name in names:
-            found = [path for path in (root / name, root / f"{name}.gz") if path.is_file()]
+    for file_names in IDX_FILES.values():
+        for file_name in file_names:
+            found = [path for path in (root / file_name, root / f"{file_name}.gz") if path.is_file()]
             if not found:
                 return None
-            paths[name] = found[0]
+            paths[file_name] = found[0]
     arrays = []
     for images_name, labels_name in IDX_FILES.values():
         try:
@@ -196,7 +205,21 @@ def _idx_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
                 f"{labels.shape}; allowed: images [n, height, width] and n labels"
             )
         arrays += [np.ascontiguousarray(images[:, None], dtype=np.float32) / 255.0, labels.astype(np.int64)]
+    _check_which_set(root, name, arrays[1])
     return tuple(arrays)
+
+
+def _check_which_set(root: Path, name: DatasetName, train_labels: np.ndarray) -> None:
+    labels = train_labels.astype(np.uint8)
+    header = struct.pack(">II", 0x0801, len(labels))
+    fashion = hashlib.sha256(header + labels.tobytes()).hexdigest() == FASHION_TRAIN_LABELS_SHA256
+    mnist = tuple(np.bincount(labels, minlength=10).tolist()) == MNIST_TRAIN_COUNTS
+    if name == DatasetName.MNIST and fashion:
+        raise DataFilesError(
+            f"data.root={root}: these are Fashion-MNIST's files; allowed: data=fashion_mnist, or MNIST's"
+        )
+    if name == DatasetName.FASHION_MNIST and mnist:
+        raise DataFilesError(f"data.root={root}: these are MNIST's files; allowed: data=mnist, or Fashion-MNIST's")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -205,7 +228,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
             raw = file.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: unreadable ({error})") from error
     if len(raw) < 4 or raw[:3] != b"\0\0\x08":
         raise ValueError(f"{path}: not an IDX file of unsigned bytes")

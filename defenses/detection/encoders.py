@@ -97,6 +97,9 @@ LEARNING_RATE = 3e-3
 TEMPERATURE = 0.1
 MAX_NOISE = 0.1
 """Largest per-pixel uniform noise in a positive: the size of the L-inf perturbations query attacks try."""
+ENCODER_VERSION = 1
+"""In the model cache's key: raise it whenever `_similarity_net`, `augment` or `nt_xent` change, so that encoders
+trained by the old code are not loaded for the new."""
 
 
 class _UnitNorm(nn.Module):
@@ -165,7 +168,13 @@ class SimilaritySpec:
         return cls(int(x.shape[1]), int(dim), int(steps), int(seed), digest.hexdigest(), trained_on(device))
 
     def as_dict(self) -> dict:
-        recipe = {"batch": BATCH, "lr": LEARNING_RATE, "temperature": TEMPERATURE, "max_noise": MAX_NOISE}
+        recipe = {
+            "version": ENCODER_VERSION,
+            "batch": BATCH,
+            "lr": LEARNING_RATE,
+            "temperature": TEMPERATURE,
+            "max_noise": MAX_NOISE,
+        }
         return {
             "format": CACHE_FORMAT,
             "role": "similarity_encoder",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import struct
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +13,7 @@ from helpers.torchvision_files import write_cifar10, write_idx_set, write_mnist_
 
 from experiments.config import compose_config
 from experiments.settings import RunSettings
+from targets import datasets
 from targets.datasets import POOLS, DatasetName, DataSpec, PoolLimits, Split, load_dataset
 
 
@@ -123,3 +126,31 @@ def test_missing_local_files_give_a_clear_error_without_downloading(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.root=.*no MNIST files there.*data.download=true"):
         load_dataset(spec)
     assert not (tmp_path / "MNIST").exists()
+
+
+def test_the_other_sets_idx_files_are_refused(tmp_path, monkeypatch):
+    """MNIST's and Fashion-MNIST's files have the same names: Fashion-MNIST's are known by the hash of their
+    training labels, MNIST's by their count of each digit (here both made to be the fixture's)."""
+    written = write_flat_idx(tmp_path, n_train=30, n_test=8, rng=np.random.default_rng(4))
+    labels = written["train"][1]
+    monkeypatch.setattr(
+        datasets,
+        "FASHION_TRAIN_LABELS_SHA256",
+        hashlib.sha256(struct.pack(">II", 0x0801, len(labels)) + labels.tobytes()).hexdigest(),
+    )
+    with pytest.raises(FileNotFoundError, match="these are Fashion-MNIST's files; allowed: data=fashion_mnist"):
+        load_dataset(data_spec("data=mnist", f"data.root={tmp_path}"))
+    assert len(load_dataset(data_spec("data=fashion_mnist", f"data.root={tmp_path}")).eval) == 8
+    monkeypatch.setattr(datasets, "MNIST_TRAIN_COUNTS", tuple(np.bincount(labels, minlength=10).tolist()))
+    with pytest.raises(FileNotFoundError, match="these are MNIST's files; allowed: data=mnist"):
+        load_dataset(data_spec("data=fashion_mnist", f"data.root={tmp_path}"))
+
+
+def test_a_gzipped_idx_file_with_a_damaged_stream_is_a_data_error(tmp_path):
+    write_flat_idx(tmp_path, n_train=4, n_test=2, rng=np.random.default_rng(3))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    damaged = bytearray(path.read_bytes())
+    damaged[10:14] = b"\xff\xff\xff\xff"  # the deflate stream, just past gzip's 10-byte header
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz: unreadable"):
+        load_dataset(data_spec("data=mnist", f"data.root={tmp_path}"))

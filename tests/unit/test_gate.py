@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from experiments.cli import gate_command
-from reports.gate import PolicyError, load_policy
+from reports.gate import PolicyError, load_policy, matching_runs
 
 
 def logged(experiment: str, *, threat_model: str, budget, rate: float, low: float, high: float, **tags) -> str:
@@ -99,3 +99,23 @@ def test_the_sample_policy_is_well_formed():
     name, experiment, run, thresholds = load_policy("conf/gate/demo.yaml")
     assert (name, experiment, run) == ("demo", "hiding_vs_ratelimit", ["experiment=hiding_vs_ratelimit"])
     assert len(thresholds) == 3
+
+
+def test_the_same_config_from_two_sweeps_is_one_configuration_the_newest_run(isolated_stores):
+    """A run label names a job within its sweep ('03 square budget100'): it is no part of the configuration, nor is
+    Hydra's + before a key."""
+    name = f"gate-{uuid.uuid4().hex[:8]}"
+    older = logged(
+        name, threat_model="score_based", budget=100, rate=0.1, low=0.0, high=0.2,
+        overrides="attack=square access.budget=100 run_label='03 square budget100'",
+    )  # fmt: skip
+    newer = logged(
+        name, threat_model="score_based", budget=100, rate=0.1, low=0.0, high=0.2,
+        overrides="+attack=square access.budget=100 run_label='1 square'",
+    )  # fmt: skip
+    other = logged(
+        name, threat_model="score_based", budget=100, rate=0.1, low=0.0, high=0.2,
+        overrides="attack=square access.budget=100 attack.eps=0.05 run_label='2 eps0.05'",
+    )  # fmt: skip
+    found = {run.info.run_id for run in matching_runs(name, {"threat_model": "score_based"})}
+    assert found == {newer, other} and older not in found
