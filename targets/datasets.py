@@ -290,11 +290,15 @@ def proxy_pool(dataset: Dataset, proxy: str, root: str | None, seed: int) -> Poo
 
         if root is None:
             raise FileNotFoundError("surrogate.proxy=mnist needs MNIST under surrogate.proxy_root (or GAVEL_DATA_ROOT)")
-        try:
-            train = torchvision.datasets.MNIST(root=str(Path(root).expanduser()), train=True, download=False)
-        except RuntimeError as error:
-            raise FileNotFoundError(f"surrogate.proxy_root={root}: no MNIST files there ({error})") from error
-        x, y = _as_arrays(train)
+        idx = _idx_arrays(Path(root).expanduser(), DatasetName.MNIST)
+        if idx is not None:  # MNIST's four IDX files in the folder itself
+            x, y = idx[0], idx[1]
+        else:
+            try:
+                train = torchvision.datasets.MNIST(root=str(Path(root).expanduser()), train=True, download=False)
+            except RuntimeError as error:
+                raise FileNotFoundError(f"surrogate.proxy_root={root}: no MNIST files there ({error})") from error
+            x, y = _as_arrays(train)
     order = np.random.default_rng(seed).permutation(len(y))[:n]
     return Pool(_resize(x[order], dataset.input_shape), y[order])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.accounting import make_client
-from helpers.torchvision_files import write_mnist_style
+from helpers.torchvision_files import write_idx_set, write_mnist_style
 
 from experiments import models
 from experiments.config import compose_config
@@ -40,6 +40,15 @@ def test_mnist_from_a_local_folder_is_a_proxy_for_digits(tmp_path, digits_data):
         proxy_pool(digits_data, "cifar10", None, seed=0)
     with pytest.raises(FileNotFoundError, match="no MNIST files"):
         proxy_pool(digits_data, "mnist", str(tmp_path / "empty"), seed=0)
+
+
+def test_mnist_as_its_four_idx_files_is_a_proxy_for_digits(tmp_path, digits_data):
+    write_idx_set(tmp_path, n_train=600, n_test=10, rng=np.random.default_rng(0))
+    proxy = proxy_pool(digits_data, "mnist", str(tmp_path), seed=0)
+    assert proxy.x.shape == (len(digits_data.attacker), 1, 8, 8)
+    in_layout = tmp_path / "layout"
+    write_mnist_style(in_layout, "MNIST", n_train=600, n_test=10, rng=np.random.default_rng(0))  # the same files
+    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data, "mnist", str(in_layout), seed=0).x)
 
 
 def test_digits_are_a_proxy_for_mnist(tmp_path):
