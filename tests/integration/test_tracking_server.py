@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 from helpers.cli import GAVEL
 
-from experiments.server import ServerError, free_port, wait_until_up
-
-MLFLOW = Path(sys.executable).with_name("mlflow")
+from experiments.server import ServerError, free_port, mlflow_server, wait_until_up
 
 
 @pytest.fixture
 def server(tmp_path):
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts"),
-        ],
+    process = mlflow_server(
+        tmp_path, f"sqlite:///{tmp_path / 'server.db'}", "127.0.0.1", port, ["--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
