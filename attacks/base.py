@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Hashable, Sequence
 import numpy as np
 from torch import nn
 
-from attacks.params import NonNegativeInt, declared_hyperparameters
-from targets.access import AccessPolicy, AttackerClient, ThreatModel
-from targets.datasets import Pool
+from gavel.attacks.params import NonNegativeInt, declared_hyperparameters
+from gavel.targets.access import AccessPolicy, AttackerClient, ThreatModel
+from gavel.targets.datasets import Pool
 
 DISTANCE_TOLERANCE = 1e-6
 

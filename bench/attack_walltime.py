@@ -18,9 +18,9 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from experiments.config import compose_config, group_options
-from experiments.settings import RunSettings
-from targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
+from gavel.experiments.config import compose_config, group_options
+from gavel.experiments.settings import RunSettings
+from gavel.targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
 
 # The access each threat model is run under; query attacks get the demo's largest budget.
 ACCESS = {
@@ -44,7 +44,7 @@ def settings_for(attack: str, n_examples: int, budget: int, extra: list[str]) ->
 
 
 def run(settings: RunSettings) -> dict:
-    from experiments import runner  # after MLflow's store is chosen
+    from gavel.experiments import runner  # after MLflow's store is chosen
 
     return runner.run(settings, runner.load_data(settings))
 

@@ -12,11 +12,11 @@ import time
 import torch
 from fixtures import default_judge
 
-from attacks.base import AttackerKit
-from attacks.white_box.pgd import PGD
-from attacks.white_box.pgd_l2 import PGDL2
-from targets.access import AccessPolicy, AttackerClient, Oracle
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.white_box.pgd import PGD
+from gavel.attacks.white_box.pgd_l2 import PGDL2
+from gavel.targets.access import AccessPolicy, AttackerClient, Oracle
+from gavel.targets.training import predict_labels
 
 
 def seconds(attack, client, x, y) -> float:

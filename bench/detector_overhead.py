@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from fixtures import default_judge
 
-from defenses.base import OperatorKit
-from defenses.detection.blacklight import Blacklight
-from defenses.detection.knn_similarity import KnnSimilarity
-from defenses.detection.piha import Piha
-from targets.access import AccessPolicy, Oracle
-from targets.access.shield import Shield
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.detection.blacklight import Blacklight
+from gavel.defenses.detection.knn_similarity import KnnSimilarity
+from gavel.defenses.detection.piha import Piha
+from gavel.targets.access import AccessPolicy, Oracle
+from gavel.targets.access.shield import Shield
 
 DETECTORS = {
     "knn_similarity encoder=pixels": lambda: KnnSimilarity(encoder="pixels"),

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets.datasets import Dataset, load_dataset
-from targets.training import ModelSpec, get_or_train
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets.datasets import Dataset, load_dataset
+from gavel.targets.training import ModelSpec, get_or_train
 
 
 def default_judge(overrides: list[str] = ()) -> tuple[RunSettings, Dataset, object]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
 
 RUNS = (
     ["attack=square", "access=hidden_probabilities"],
@@ -43,7 +43,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
-        from experiments import runner
+        from gavel.experiments import runner
 
         failed = False
         for overrides in RUNS:

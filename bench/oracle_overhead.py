@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fixtures import default_judge
 
-from targets.access import AccessPolicy, Oracle
+from gavel.targets.access import AccessPolicy, Oracle
 
 
 def bare(model, batches):

@@ -18,12 +18,12 @@ import torch
 from art.attacks.evasion import SquareAttack
 from fixtures import default_judge
 
-from attacks.adapters.art import pytorch_estimator
-from attacks.base import AttackerKit
-from attacks.query.hopskipjump import HopSkipJump
-from attacks.query.square import Square
-from targets.access import AccessPolicy, AttackerClient, Oracle
-from targets.training import predict_labels
+from gavel.attacks.adapters.art import pytorch_estimator
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.hopskipjump import HopSkipJump
+from gavel.attacks.query.square import Square
+from gavel.targets.access import AccessPolicy, AttackerClient, Oracle
+from gavel.targets.training import predict_labels
 
 
 def bare_seconds(judge, x: np.ndarray, rows: int, batch: int = 256) -> float:

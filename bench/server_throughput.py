@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from experiments.server import local_server
+from gavel.experiments.server import local_server
 
 EXPERIMENT = "server_throughput"
 

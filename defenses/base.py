@@ -16,9 +16,9 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from attacks.params import conforms, declared_hyperparameters, describe_type
-from targets.access import AccessPolicy, Output, ThreatModel
-from targets.access.shield import Shield
+from gavel.attacks.params import conforms, declared_hyperparameters, describe_type
+from gavel.targets.access import AccessPolicy, Output, ThreatModel
+from gavel.targets.access.shield import Shield
 
 ALL_OUTPUTS = (Output.LOGITS, Output.PROBABILITIES, Output.LABEL)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from targets.access.shield import Detector
+from gavel.targets.access.shield import Detector
 
 KINDS = ("fresh", "resubmit", "crop_shift", "brightness")
 """The kinds of honest query, in the order `BenignMix` lists their fractions."""

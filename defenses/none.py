@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from defenses.base import Defense, OperatorKit
-from targets.access.shield import Shield
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.targets.access.shield import Shield
 
 
 class NoDefense(Defense):

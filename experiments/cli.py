@@ -20,8 +20,8 @@ import os
 import signal
 import sys
 
-from experiments.config import GROUPS, group_options
-from experiments.validation import check_overrides, config_errors_exit
+from gavel.experiments.config import GROUPS, group_options
+from gavel.experiments.validation import check_overrides, config_errors_exit
 
 USAGE = __doc__.strip()
 
@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     with config_errors_exit():
         check_overrides(rest)
-    from experiments.run import Terminated, stop_on_sigterm
-    from experiments.run import main as hydra_main
+    from gavel.experiments.run import Terminated, register_sweeper, stop_on_sigterm
+    from gavel.experiments.run import main as hydra_main
 
     stop_on_sigterm()
+    register_sweeper()
     sys.argv = ["gavel run", *rest]
     try:
         hydra_main()
@@ -68,7 +69,7 @@ def report_command(args: list[str]) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from reports.report import report
+    from gavel.reports.report import report
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact read otherwise
     parser = argparse.ArgumentParser(prog="gavel report", description="a sweep's runs as an HTML and Markdown report")
@@ -94,7 +95,7 @@ def gate_command(args: list[str]) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from reports.gate import PolicyError, gate
+    from gavel.reports.gate import PolicyError, gate
 
     parser = argparse.ArgumentParser(prog="gavel gate", description="check robustness thresholds (see reports/gate.py)")
     parser.add_argument("--policy", required=True, type=Path, help="a policy YAML, e.g. conf/gate/ci.yaml")
@@ -115,7 +116,7 @@ def server_command(args: list[str]) -> int:
     import argparse
     from pathlib import Path
 
-    from experiments.server import ServerError, serve
+    from gavel.experiments.server import ServerError, serve
 
     parser = argparse.ArgumentParser(
         prog="gavel server",

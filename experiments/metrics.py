@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.base import AttackResult, Goal, distances
-from experiments.statistics import Interval, bootstrap_interval, rate_interval, success_auc
-from targets.access import SHARED, Oracle, ThreatModel
+from gavel.attacks.base import AttackResult, Goal, distances
+from gavel.experiments.statistics import Interval, bootstrap_interval, rate_interval, success_auc
+from gavel.targets.access import SHARED, Oracle, ThreatModel
 
 PER_EXAMPLE_COLUMNS = (
     "index",

@@ -17,11 +17,11 @@ from pathlib import Path
 import mlflow
 from torch import nn
 
-from attacks.extraction import ExtractionSpec, extract
-from targets.access import AttackerClient
-from targets.datasets import Dataset, Pool, proxy_pool, subsample
-from targets.models import Ensemble
-from targets.training import CachedModel, ModelConfig, ModelSpec, get_or_train
+from gavel.attacks.extraction import ExtractionSpec, extract
+from gavel.targets.access import AttackerClient
+from gavel.targets.datasets import Dataset, Pool, proxy_pool, subsample
+from gavel.targets.models import Ensemble
+from gavel.targets.training import CachedModel, ModelConfig, ModelSpec, get_or_train
 
 
 class Knowledge(StrEnum):

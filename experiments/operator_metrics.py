@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from attacks.base import AttackResult
-from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
-from defenses.quality import expected_calibration_error, flip_rate
-from defenses.roc import auc, operating_point, roc_figure, roc_points
-from targets.access import Oracle, Shield
-from targets.datasets import Dataset
-from targets.training import predict_labels
+from gavel.attacks.base import AttackResult
+from gavel.defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
+from gavel.defenses.quality import expected_calibration_error, flip_rate
+from gavel.defenses.roc import auc, operating_point, roc_figure, roc_points
+from gavel.targets.access import Oracle, Shield
+from gavel.targets.datasets import Dataset
+from gavel.targets.training import predict_labels
 
 
 @dataclass(frozen=True)

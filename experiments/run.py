@@ -12,13 +12,14 @@ from pathlib import Path
 import hydra
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments import runner, tracking
-from experiments.config import CONF_DIR
-from experiments.settings import RunSettings
-from experiments.validation import config_errors_exit
+from gavel.experiments import runner, tracking
+from gavel.experiments.config import CONF_DIR
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import config_errors_exit
 
 
 class Terminated(KeyboardInterrupt):
@@ -34,6 +35,17 @@ def stop_on_sigterm() -> None:
     """Install `raise_terminated` for SIGTERM (only the main thread of a process can)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def register_sweeper() -> None:
+    """Hydra finds plugins by listing the `hydra_plugins` folders on sys.path. An editable install maps
+    `hydra_plugins.gavel_sweeper` through an import hook that such a listing cannot see, so gavel registers its
+    sweeper itself, after Hydra's scan (the scan re-executes the plugin modules it finds: a class imported before
+    it would be stale). Where the scan found it (a wheel), this registers the same class again."""
+    plugins = Plugins.instance()
+    from hydra_plugins.gavel_sweeper.gavel_sweeper import GavelSweeper
+
+    plugins.register(GavelSweeper)
 
 
 # An absolute path: run as the `gavel` console script, Hydra would otherwise look for a package named `conf`.

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackerKit, AttackResult
-from defenses.base import OperatorKit
-from experiments import operator_metrics, tracking
-from experiments.figures import adversarial_grid
-from experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
-from experiments.models import build_surrogate, cached_model
-from experiments.operator_metrics import OperatorReport
-from experiments.settings import Device, RunSettings
-from targets.access import SHARED, AttackerClient, Oracle, Shield
-from targets.datasets import Dataset, load_dataset
+from gavel.attacks.base import Attack, AttackerKit, AttackResult
+from gavel.defenses.base import OperatorKit
+from gavel.experiments import operator_metrics, tracking
+from gavel.experiments.figures import adversarial_grid
+from gavel.experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
+from gavel.experiments.models import build_surrogate, cached_model
+from gavel.experiments.operator_metrics import OperatorReport
+from gavel.experiments.settings import Device, RunSettings
+from gavel.targets.access import SHARED, AttackerClient, Oracle, Shield
+from gavel.targets.datasets import Dataset, load_dataset
 
 log = logging.getLogger(__name__)
 

@@ -20,19 +20,19 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from attacks.base import Attack
-from attacks.extraction import ExtractionSpec
-from attacks.extraction.base import METHODS
-from attacks.params import Range
-from defenses.base import Defense
-from defenses.benign import BenignMix, BenignStreamSpec
-from experiments.config import group_options
-from experiments.models import Knowledge, SurrogateSpec
-from experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, hyperparameters
-from targets.access import AccessDenied, AccessPolicy
-from targets.datasets import PROXIES, DatasetName, DataSpec, PoolLimits, Split
-from targets.models import Architecture, ArchName
-from targets.training import ModelConfig, Recipe
+from gavel.attacks.base import Attack
+from gavel.attacks.extraction import ExtractionSpec
+from gavel.attacks.extraction.base import METHODS
+from gavel.attacks.params import Range
+from gavel.defenses.base import Defense
+from gavel.defenses.benign import BenignMix, BenignStreamSpec
+from gavel.experiments.config import group_options
+from gavel.experiments.models import Knowledge, SurrogateSpec
+from gavel.experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, hyperparameters
+from gavel.targets.access import AccessDenied, AccessPolicy
+from gavel.targets.datasets import PROXIES, DatasetName, DataSpec, PoolLimits, Split
+from gavel.targets.models import Architecture, ArchName
+from gavel.targets.training import ModelConfig, Recipe
 
 NOT_HYPERPARAMETERS = ("_target_", "name")
 POSITIVE = Range(above=0)

@@ -27,8 +27,8 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from experiments.settings import RunSettings
-from experiments.validation import ConfigError
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import ConfigError
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
-from experiments.config import CONF_DIR, GROUPS, compose_config, group_options
+from gavel.attacks.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
+from gavel.experiments.config import CONF_DIR, GROUPS, compose_config, group_options
 
 SEED_MAX = 2**32 - 1
 """Seeds reach numpy's legacy generator in some attack libraries, which takes 32 bits."""

@@ -32,8 +32,8 @@ from typing import Any
 import mlflow
 import yaml
 
-from reports.summary import SWEEP_PARENT
-from reports.table import aligned, run_overrides
+from gavel.reports.summary import SWEEP_PARENT
+from gavel.reports.table import aligned, run_overrides
 
 TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm")
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
@@ -200,7 +200,7 @@ def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
         since = int(time.time() * 1000)
         if not run_args:
             raise PolicyError("--run: the policy has no run: arguments for `gavel run`")
-        done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *run_args])
+        done = subprocess.run([sys.executable, "-m", "gavel.experiments.cli", "run", *run_args])
         if done.returncode != 0:
             raise PolicyError(f"--run: `gavel run {' '.join(run_args)}` exited {done.returncode}")
     checks: list[Check] = []

@@ -27,10 +27,10 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
-from experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
-from reports.curves import CURVE  # noqa: E402
-from reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
-from reports.table import run_overrides  # noqa: E402
+from gavel.experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
+from gavel.reports.curves import CURVE  # noqa: E402
+from gavel.reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
+from gavel.reports.table import run_overrides  # noqa: E402
 
 STEPS = ("white_box", "score_based", "decision_based", "transfer")
 """The attacker's access, from most to least: open weights, a score API, a labels API, no queries at all."""

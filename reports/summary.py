@@ -10,9 +10,9 @@ import mlflow
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from experiments.tracking import NOTE, runs_page, sweep_id_for, use_experiment
-from reports.curves import plot_curves
-from reports.table import format_table, sweep_rows
+from gavel.experiments.tracking import NOTE, runs_page, sweep_id_for, use_experiment
+from gavel.reports.curves import plot_curves
+from gavel.reports.table import format_table, sweep_rows
 
 
 class SweepSummary(Callback):

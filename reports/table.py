@@ -6,8 +6,8 @@ import math
 
 import mlflow
 
-from experiments.statistics import pooled_rate
-from targets.access import THREAT_MODELS, threat_model_named
+from gavel.experiments.statistics import pooled_rate
+from gavel.targets.access import THREAT_MODELS, threat_model_named
 
 THREAT_ORDER = {model.name: position for position, model in enumerate(THREAT_MODELS)}
 LEADING = (

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from targets.datasets import Pool
-from targets.models import Architecture, Judge, build_model
+from gavel.targets.datasets import Pool
+from gavel.targets.models import Architecture, Judge, build_model
 
 log = logging.getLogger(__name__)
 

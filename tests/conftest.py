@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from experiments.config import compose_config
+from gavel.experiments.config import compose_config
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,6 +42,6 @@ def digits(isolated_stores):
     cache."""
     from helpers.accounting import Digits
 
-    from experiments.settings import RunSettings
+    from gavel.experiments.settings import RunSettings
 
     return Digits.load(RunSettings.from_config(compose_config([])))

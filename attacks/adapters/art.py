@@ -16,8 +16,8 @@ import torch
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork, PyTorchClassifier
 from torch import nn
 
-from attacks.base import Goal, as_scores
-from targets.access import AttackerClient, QueryRefused
+from gavel.attacks.base import Goal, as_scores
+from gavel.targets.access import AttackerClient, QueryRefused
 
 
 def pytorch_estimator(

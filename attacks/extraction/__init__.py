@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from attacks.adapters.art import seed_global_rngs
-from attacks.extraction.art_extraction import art_extraction
-from attacks.extraction.base import METHODS, ExtractionSpec
-from attacks.extraction.jacobian import jacobian_augmentation
-from targets.access import SHARED, AttackerClient
-from targets.datasets import Pool
-from targets.training import ModelConfig
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.extraction.art_extraction import art_extraction
+from gavel.attacks.extraction.base import METHODS, ExtractionSpec
+from gavel.attacks.extraction.jacobian import jacobian_augmentation
+from gavel.targets.access import SHARED, AttackerClient
+from gavel.targets.datasets import Pool
+from gavel.targets.training import ModelConfig
 
 __all__ = ["METHODS", "ExtractionSpec", "extract"]
 

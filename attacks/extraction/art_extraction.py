@@ -8,12 +8,12 @@ import torch
 from art.attacks.extraction import CopycatCNN, KnockoffNets
 from torch import nn
 
-from attacks.adapters.art import OracleClassifier, pytorch_estimator
-from attacks.extraction.base import ExtractionSpec, LabellingSession, query_set
-from targets.access import AttackerClient
-from targets.datasets import Pool
-from targets.models import build_model
-from targets.training import ModelConfig
+from gavel.attacks.adapters.art import OracleClassifier, pytorch_estimator
+from gavel.attacks.extraction.base import ExtractionSpec, LabellingSession, query_set
+from gavel.targets.access import AttackerClient
+from gavel.targets.datasets import Pool
+from gavel.targets.models import build_model
+from gavel.targets.training import ModelConfig
 
 
 def art_extraction(

@@ -7,8 +7,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from attacks.base import as_scores
-from targets.access import SHARED, AttackerClient
+from gavel.attacks.base import as_scores
+from gavel.targets.access import SHARED, AttackerClient
 
 Method = Literal["copycat", "knockoff", "jacobian"]
 METHODS: tuple[str, ...] = get_args(Method)

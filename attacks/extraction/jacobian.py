@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.extraction.base import ExtractionSpec, LabellingSession
-from targets.access import AttackerClient
-from targets.datasets import Pool
-from targets.training import ModelConfig, ModelSpec, train
+from gavel.attacks.extraction.base import ExtractionSpec, LabellingSession
+from gavel.targets.access import AttackerClient
+from gavel.targets.datasets import Pool
+from gavel.targets.training import ModelConfig, ModelSpec, train
 
 
 def jacobian_augmentation(

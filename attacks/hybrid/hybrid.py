@@ -19,12 +19,12 @@ from typing import Annotated, Any, Mapping
 import numpy as np
 from hydra.utils import get_class
 
-from attacks.adapters.art import surrogate_estimator
-from attacks.base import Attack, AttackerKit, AttackResult
-from attacks.params import PositiveFloat, PositiveInt, Range
-from attacks.query.base import QueryAttack
-from attacks.white_box.pgd import PGD
-from targets.access import HYBRID, AccessPolicy, AttackerClient, QueryRefused
+from gavel.attacks.adapters.art import surrogate_estimator
+from gavel.attacks.base import Attack, AttackerKit, AttackResult
+from gavel.attacks.params import PositiveFloat, PositiveInt, Range
+from gavel.attacks.query.base import QueryAttack
+from gavel.attacks.white_box.pgd import PGD
+from gavel.targets.access import HYBRID, AccessPolicy, AttackerClient, QueryRefused
 
 
 class Hybrid(Attack):

@@ -14,11 +14,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
-from attacks.base import Attack, AttackerKit, AttackResult
-from attacks.params import NonNegativeFloat, PositiveInt
-from attacks.query.engine import QueryEngine
-from targets.access import QueryRefused
+from gavel.attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
+from gavel.attacks.base import Attack, AttackerKit, AttackResult
+from gavel.attacks.params import NonNegativeFloat, PositiveInt
+from gavel.attacks.query.engine import QueryEngine
+from gavel.targets.access import QueryRefused
 
 Backend = Literal["gavel", "art", "foolbox"]
 

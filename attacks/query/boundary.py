@@ -7,10 +7,10 @@ from typing import Annotated
 import numpy as np
 from art.attacks.evasion import BoundaryAttack
 
-from attacks.adapters.art import SeededInitialSample
-from attacks.params import PositiveFloat, PositiveInt, Range
-from attacks.query.base import QueryAttack
-from targets.access import DECISION_BASED
+from gavel.attacks.adapters.art import SeededInitialSample
+from gavel.attacks.params import PositiveFloat, PositiveInt, Range
+from gavel.attacks.query.base import QueryAttack
+from gavel.targets.access import DECISION_BASED
 
 
 class Boundary(QueryAttack):

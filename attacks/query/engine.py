@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attacks.base import AttackerKit, AttackResult, Goal, as_scores
+from gavel.attacks.base import AttackerKit, AttackResult, Goal, as_scores
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 0.5

@@ -22,13 +22,13 @@ import torch
 from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
 from foolbox.attacks import HopSkipJumpAttack, LinearSearchBlendedUniformNoiseAttack
 
-from attacks.adapters import foolbox as foolbox_adapter
-from attacks.adapters.art import SeededInitialSample
-from attacks.base import AttackerKit, AttackResult
-from attacks.params import PositiveInt
-from attacks.query.base import QueryAttack
-from attacks.query.engine import QueryEngine
-from targets.access import DECISION_BASED
+from gavel.attacks.adapters import foolbox as foolbox_adapter
+from gavel.attacks.adapters.art import SeededInitialSample
+from gavel.attacks.base import AttackerKit, AttackResult
+from gavel.attacks.params import PositiveInt
+from gavel.attacks.query.base import QueryAttack
+from gavel.attacks.query.engine import QueryEngine
+from gavel.targets.access import DECISION_BASED
 
 FOOLBOX_BLEND_STEPS = 50
 """foolbox's own HopSkipJump start: the first of this many blends towards random noise that fools the judge."""

@@ -20,10 +20,10 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from attacks.base import AttackerKit, AttackResult
-from attacks.params import Range
-from attacks.query.base import QueryAttack
-from targets.access import DECISION_BASED
+from gavel.attacks.base import AttackerKit, AttackResult
+from gavel.attacks.params import Range
+from gavel.attacks.query.base import QueryAttack
+from gavel.targets.access import DECISION_BASED
 
 
 class RayS(QueryAttack):

@@ -19,10 +19,10 @@ from art.attacks.evasion import SimBA as ArtSimBA
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 from art.utils import to_categorical
 
-from attacks.base import AttackerKit, AttackResult
-from attacks.params import PositiveInt
-from attacks.query.base import QueryAttack
-from targets.access import SCORE_BASED
+from gavel.attacks.base import AttackerKit, AttackResult
+from gavel.attacks.params import PositiveInt
+from gavel.attacks.query.base import QueryAttack
+from gavel.targets.access import SCORE_BASED
 
 
 class SimBA(QueryAttack):

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from attacks.adapters.art import surrogate_estimator
-from attacks.base import Attack, AttackerKit, AttackResult, Goal
-from attacks.white_box.base import WhiteBoxAttack
-from targets.access import TRANSFER, QueryRefused
+from gavel.attacks.adapters.art import surrogate_estimator
+from gavel.attacks.base import Attack, AttackerKit, AttackResult, Goal
+from gavel.attacks.white_box.base import WhiteBoxAttack
+from gavel.targets.access import TRANSFER, QueryRefused
 
 
 def submit_once(goal: Goal, kit: AttackerKit, x_adv: np.ndarray, y: np.ndarray) -> AttackResult:

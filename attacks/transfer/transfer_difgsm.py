@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.params import PositiveFloat, PositiveInt, Probability, Range
-from attacks.transfer.base import TransferAttack
-from attacks.transfer.transfer_mifgsm import MomentumPGD
+from gavel.attacks.params import PositiveFloat, PositiveInt, Probability, Range
+from gavel.attacks.transfer.base import TransferAttack
+from gavel.attacks.transfer.transfer_mifgsm import MomentumPGD
 
 
 class InputDiversity(nn.Module):

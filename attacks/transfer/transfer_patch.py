@@ -3,8 +3,8 @@ and each submitted once through the Oracle."""
 
 from __future__ import annotations
 
-from attacks.transfer.base import TransferAttack
-from attacks.white_box.patch import Patch
+from gavel.attacks.transfer.base import TransferAttack
+from gavel.attacks.white_box.patch import Patch
 
 
 class TransferPatch(TransferAttack):

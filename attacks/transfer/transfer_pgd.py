@@ -3,8 +3,8 @@ through the Oracle."""
 
 from __future__ import annotations
 
-from attacks.transfer.base import TransferAttack
-from attacks.white_box.pgd import PGD
+from gavel.attacks.transfer.base import TransferAttack
+from gavel.attacks.white_box.pgd import PGD
 
 
 class TransferPGD(TransferAttack):

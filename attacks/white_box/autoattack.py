@@ -15,10 +15,10 @@ import numpy as np
 from art.attacks.evasion import AutoAttack as ArtAutoAttack
 from art.attacks.evasion import AutoProjectedGradientDescent
 
-from attacks.adapters.art import seed_global_rngs
-from attacks.base import AttackerKit
-from attacks.params import PositiveFloat, PositiveInt
-from attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.params import PositiveFloat, PositiveInt
+from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
 
 Loss = Literal["cross_entropy", "difference_logits_ratio"]
 LOSSES: tuple[str, ...] = get_args(Loss)

@@ -11,9 +11,9 @@ from abc import abstractmethod
 import numpy as np
 from art.estimators.classification import PyTorchClassifier
 
-from attacks.adapters.art import white_box_estimator
-from attacks.base import Attack, AttackerKit, AttackResult
-from targets.access import WHITE_BOX
+from gavel.attacks.adapters.art import white_box_estimator
+from gavel.attacks.base import Attack, AttackerKit, AttackResult
+from gavel.targets.access import WHITE_BOX
 
 BATCH_SIZE = 256
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from art.attacks.evasion import CarliniL2Method
 
-from attacks.adapters.art import seed_global_rngs
-from attacks.base import AttackerKit
-from attacks.params import NonNegativeFloat, PositiveFloat, PositiveInt
-from attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.params import NonNegativeFloat, PositiveFloat, PositiveInt
+from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
 
 
 class CarliniWagnerL2(WhiteBoxAttack):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from art.attacks.evasion import DeepFool as ArtDeepFool
 
-from attacks.base import AttackerKit
-from attacks.params import NonNegativeFloat, PositiveInt
-from attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.params import NonNegativeFloat, PositiveInt
+from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
 
 
 class DeepFool(WhiteBoxAttack):

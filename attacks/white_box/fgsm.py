@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from art.attacks.evasion import FastGradientMethod
 
-from attacks.adapters.art import seed_global_rngs
-from attacks.base import AttackerKit
-from attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
 
 
 class FGSM(WhiteBoxAttack):

@@ -13,11 +13,11 @@ from art.attacks.evasion import AdversarialPatchPyTorch
 from art.estimators.classification import PyTorchClassifier
 from art.utils import to_categorical
 
-from attacks.adapters.art import seed_global_rngs
-from attacks.base import AttackerKit
-from attacks.params import NonNegativeInt, PositiveFloat, PositiveInt, Range
-from attacks.white_box.base import WhiteBoxAttack
-from targets.datasets import Pool
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.params import NonNegativeInt, PositiveFloat, PositiveInt, Range
+from gavel.attacks.white_box.base import WhiteBoxAttack
+from gavel.targets.datasets import Pool
 
 PatchType = Literal["square", "circle"]
 PATCH_TYPES: tuple[str, ...] = get_args(PatchType)

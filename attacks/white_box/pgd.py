@@ -9,11 +9,11 @@ from art.estimators.classification import PyTorchClassifier
 from foolbox.attacks import L2PGD, LinfPGD
 from torch import nn
 
-from attacks.adapters import foolbox as foolbox_adapter
-from attacks.adapters.art import seed_global_rngs
-from attacks.base import AttackerKit
-from attacks.params import NonNegativeInt, PositiveFloat, PositiveInt
-from attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.attacks.adapters import foolbox as foolbox_adapter
+from gavel.attacks.adapters.art import seed_global_rngs
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.params import NonNegativeInt, PositiveFloat, PositiveInt
+from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
 
 
 class PGD(WhiteBoxAttack):

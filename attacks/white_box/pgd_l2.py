@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from attacks.params import PositiveFloat
-from attacks.white_box.pgd import PGD
+from gavel.attacks.params import PositiveFloat
+from gavel.attacks.white_box.pgd import PGD
 
 
 class PGDL2(PGD):

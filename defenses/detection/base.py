@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from defenses.base import Defense, OperatorKit
-from targets.access import THREAT_MODELS, AccessPolicy, ThreatModel
-from targets.access.shield import Detector, Shield
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.targets.access import THREAT_MODELS, AccessPolicy, ThreatModel
+from gavel.targets.access.shield import Detector, Shield
 
 Scope = Literal["account", "global"]
 SCOPES = ("account", "global")

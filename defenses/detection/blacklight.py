@@ -31,9 +31,9 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
-from attacks.params import PositiveInt, Range
-from defenses.base import OperatorKit
-from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope
+from gavel.attacks.params import PositiveInt, Range
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope
 
 CALL_ROWS = 256
 """Rows of one call compared with each other at once: bounds their [rows, rows] overlaps however large the call."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from targets.training import CACHE_FORMAT, get_or_build, spec_key, trained_on
+from gavel.targets.training import CACHE_FORMAT, get_or_build, spec_key, trained_on
 
 EncoderName = Literal["similarity", "penultimate", "pixels"]
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.params import PositiveInt, Probability
-from defenses.base import OperatorKit
-from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
-from defenses.detection.encoders import (
+from gavel.attacks.params import PositiveInt, Probability
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
+from gavel.defenses.detection.encoders import (
     Encoder,
     EncoderName,
     Trunk,
@@ -32,7 +32,7 @@ from defenses.detection.encoders import (
     pixels_encoder,
     similarity_encoder,
 )
-from targets.access.shield import SharedForward
+from gavel.targets.access.shield import SharedForward
 
 CALL_ROWS = 256
 """Rows of one call scored together: bounds the [rows, stored] matrix of ranking keys however large the call."""

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.params import PositiveInt, Range
-from defenses.base import OperatorKit
-from defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
+from gavel.attacks.params import PositiveInt, Range
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
 
 CALL_ROWS = 256
 """Rows of one call compared together: bounds the [rows, stored] distances however large the call."""

@@ -10,9 +10,9 @@ import numpy as np
 from art.defences.postprocessor.postprocessor import Postprocessor
 from torch import nn
 
-from defenses.base import Defense, OperatorKit
-from targets.access import Output
-from targets.access.shield import OutputFilter, Shield
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.targets.access import Output
+from gavel.targets.access.shield import OutputFilter, Shield
 
 PROBABILITIES_ONLY = (Output.PROBABILITIES,)
 """What a filter that keeps the verdict applies to: it reads probabilities, so `access.output=logits` is refused,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from defenses.base import OperatorKit
-from defenses.output.base import PROBABILITIES_ONLY, OutputDefense
-from targets.access.shield import OutputFilter
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.output.base import PROBABILITIES_ONLY, OutputDefense
+from gavel.targets.access.shield import OutputFilter
 
 
 class LabelsOnly(OutputDefense):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from art.defences.postprocessor import Rounded as ArtRounded
 
-from attacks.params import PositiveInt
-from defenses.base import OperatorKit
-from defenses.output.base import PROBABILITIES_ONLY, ArtFilter, OutputDefense
-from targets.access.shield import OutputFilter
+from gavel.attacks.params import PositiveInt
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.output.base import PROBABILITIES_ONLY, ArtFilter, OutputDefense
+from gavel.targets.access.shield import OutputFilter
 
 
 class Rounded(OutputDefense):

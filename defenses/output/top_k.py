@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.params import PositiveInt
-from defenses.base import OperatorKit
-from defenses.output.base import PROBABILITIES_ONLY, OutputDefense
-from targets.access.shield import OutputFilter
+from gavel.attacks.params import PositiveInt
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.output.base import PROBABILITIES_ONLY, OutputDefense
+from gavel.targets.access.shield import OutputFilter
 
 
 class TopK(OutputDefense):

@@ -13,9 +13,9 @@ from typing import Annotated, ClassVar
 import torch
 from torch import nn
 
-from attacks.params import Range
-from defenses.base import Defense, OperatorKit
-from targets.access.shield import Shield
+from gavel.attacks.params import Range
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.targets.access.shield import Shield
 
 
 class NoisyInput(nn.Module):

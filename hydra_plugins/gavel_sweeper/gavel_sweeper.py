@@ -109,9 +109,9 @@ class GavelSweeper(BasicSweeper):
         return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
     def sweep(self, arguments: List[str]) -> Any:
-        from experiments import tracking
-        from experiments.settings import RunSettings
-        from experiments.validation import ConfigError, config_errors_exit
+        from gavel.experiments import tracking
+        from gavel.experiments.settings import RunSettings
+        from gavel.experiments.validation import ConfigError, config_errors_exit
 
         jobs = self.jobs(arguments)
         settings = []
@@ -149,7 +149,7 @@ class GavelSweeper(BasicSweeper):
         sweep. Runs left RUNNING on this host by a process that is gone are marked FAILED first."""
         import mlflow
 
-        from experiments import tracking
+        from gavel.experiments import tracking
 
         client = mlflow.MlflowClient()
         for name in dict.fromkeys(s.experiment_name for s in settings):

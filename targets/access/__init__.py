@@ -1,8 +1,8 @@
 """Both sides of the judge's API: the operator's access policy, the Oracle and its ledger, and the attacker's
 client. A black-box attacker holds a client, never the Oracle."""
 
-from targets.access.client import AttackerClient
-from targets.access.errors import (
+from gavel.targets.access.client import AttackerClient
+from gavel.targets.access.errors import (
     AccessDenied,
     AccountBanned,
     AccountLimitReached,
@@ -11,10 +11,10 @@ from targets.access.errors import (
     QueryRefused,
     QueryRejected,
 )
-from targets.access.oracle import Answers, Detection, LedgerEntry, Oracle
-from targets.access.policy import SHARED, AccessPolicy, Output, Weights
-from targets.access.shield import Detector, OutputFilter, Shield
-from targets.access.threat_model import (
+from gavel.targets.access.oracle import Answers, Detection, LedgerEntry, Oracle
+from gavel.targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from gavel.targets.access.shield import Detector, OutputFilter, Shield
+from gavel.targets.access.threat_model import (
     DECISION_BASED,
     HYBRID,
     SCORE_BASED,

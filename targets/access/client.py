@@ -23,15 +23,15 @@ from typing import Hashable, Sequence
 import numpy as np
 from torch import nn
 
-from targets.access.errors import (
+from gavel.targets.access.errors import (
     AccountBanned,
     AccountLimitReached,
     AccountsExhausted,
     BudgetExhausted,
     QueryRejected,
 )
-from targets.access.oracle import Answers, Oracle
-from targets.access.policy import SHARED, AccessPolicy, Output
+from gavel.targets.access.oracle import Answers, Oracle
+from gavel.targets.access.policy import SHARED, AccessPolicy, Output
 
 
 class AttackerClient:

@@ -37,15 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from targets.access.errors import (
+from gavel.targets.access.errors import (
     AccessDenied,
     AccountBanned,
     AccountLimitReached,
     BudgetExhausted,
     QueryRejected,
 )
-from targets.access.policy import SHARED, AccessPolicy, Output, Weights
-from targets.access.shield import Shield
+from gavel.targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from gavel.targets.access.shield import Shield
 
 
 @dataclass(frozen=True)

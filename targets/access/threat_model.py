@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from targets.access.errors import AccessDenied
-from targets.access.policy import AccessPolicy, Output, Weights
+from gavel.targets.access.errors import AccessDenied
+from gavel.targets.access.policy import AccessPolicy, Output, Weights
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from experiments.settings import RunSettings
-from targets.access import AccessPolicy, AttackerClient, Oracle
-from targets.datasets import Dataset, load_dataset
-from targets.training import ModelConfig, ModelSpec, get_or_train, predict_labels
+from gavel.experiments.settings import RunSettings
+from gavel.targets.access import AccessPolicy, AttackerClient, Oracle
+from gavel.targets.datasets import Dataset, load_dataset
+from gavel.targets.training import ModelConfig, ModelSpec, get_or_train, predict_labels
 
 
 class RowCounter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hydra.utils import get_class
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
 
 # The access each threat model is run under in the smoke tests, with budgets small enough to be quick.
 ACCESS_FOR: dict[ThreatModel, list[str]] = {

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from targets.access import AccessPolicy, Oracle
+from gavel.targets.access import AccessPolicy, Oracle
 
 SHAPE = (1, 4, 4)
 N_CLASSES = 5

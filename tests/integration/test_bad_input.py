@@ -9,9 +9,9 @@ import mlflow
 import pytest
 from helpers.cli import GAVEL, gavel_in_own_folder
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from experiments.validation import ConfigError, check_overrides
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import ConfigError, check_overrides
 
 EXTRACTED = ["attack=transfer_pgd", "access=hidden_label", "surrogate.knowledge=extracted"]
 SCORES = ["attack=square", "access=hidden_probabilities"]

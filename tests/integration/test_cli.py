@@ -69,7 +69,7 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
     assert mlflow.get_experiment_by_name("sweep").tags["mlflow.note.content"].startswith("gavel experiment `sweep`")
 
     # the report, read back from the store, and logged to the sweep's parent run
-    from experiments.cli import report_command
+    from gavel.experiments.cli import report_command
 
     assert report_command(["--experiment", "sweep", "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
@@ -113,7 +113,7 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
 
 
 def preset_jobs(name: str) -> list[list[str]]:
-    from experiments.config import compose_config
+    from gavel.experiments.config import compose_config
     from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
 
     sweeper = compose_config([f"experiment={name}"], return_hydra_config=True).hydra.sweeper
@@ -135,9 +135,9 @@ PRESETS = [
 def test_every_job_of_every_preset_composes_and_validates_and_its_run_names_differ_up_front(preset, n_jobs):
     """Each job's run name leads with what tells it from the preset's other jobs (its run label): the MLflow UI
     shows about 25 characters of a name, and no two of a preset's runs look the same there."""
-    from experiments.config import compose_config
-    from experiments.settings import RunSettings
-    from experiments.tracking import run_name
+    from gavel.experiments.config import compose_config
+    from gavel.experiments.settings import RunSettings
+    from gavel.experiments.tracking import run_name
     from hydra_plugins.gavel_sweeper.gavel_sweeper import run_labels
 
     jobs = preset_jobs(preset)
@@ -205,7 +205,7 @@ def test_a_single_run_says_which_run_it_was_and_keeps_its_artifacts_beside_the_s
 
 @pytest.mark.slow
 def test_the_gate_runs_its_experiment_first_with_run(tmp_path):
-    from experiments.cli import gate_command
+    from gavel.experiments.cli import gate_command
 
     policy = tmp_path / "first.yaml"
     policy.write_text(

@@ -9,9 +9,9 @@ import pytest
 from helpers.configs import tiny_settings
 from mlflow.tracking import MlflowClient
 
-from experiments import runner
-from experiments.config import group_options
-from targets.access import AttackerClient
+from gavel.experiments import runner
+from gavel.experiments.config import group_options
+from gavel.targets.access import AttackerClient
 
 SCORES = ["access=hidden_probabilities", "access.budget=30"]
 DETECTORS = [name for name in group_options("defense") if name in ("knn_similarity", "blacklight", "piha")]

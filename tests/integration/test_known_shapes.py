@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import runner
-from experiments.config import compose_config
-from experiments.settings import RunSettings
+from gavel.experiments import runner
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
 
 DETECTORS = ("knn_similarity", "blacklight", "piha")
 FRESH_STREAM = [

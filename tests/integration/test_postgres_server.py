@@ -14,10 +14,10 @@ import pytest
 from helpers.cli import GAVEL
 from mlflow import MlflowClient
 
-from experiments.config import compose_config
-from experiments.server import ServerError, local_server, postgres_bin
+from gavel.experiments.config import compose_config
+from gavel.experiments.server import ServerError, local_server, postgres_bin
+from gavel.reports.summary import SWEEP_PARENT
 from hydra_plugins.gavel_sweeper.gavel_sweeper import expand_grid
-from reports.summary import SWEEP_PARENT
 
 PRESET = "hiding_vs_ratelimit"
 SMALL = ["n_examples=10", "attack.max_iter=3"]

@@ -11,8 +11,8 @@ import matplotlib.image
 import pytest
 from helpers.configs import tiny_settings
 
-from experiments import runner
-from experiments.cli import report_command
+from gavel.experiments import runner
+from gavel.experiments.cli import report_command
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -7,9 +7,9 @@ import pytest
 from helpers.configs import threat_model_of, tiny_settings
 from mlflow.tracking import MlflowClient
 
-from experiments import runner
-from experiments.config import group_options
-from targets.access import DECISION_BASED, SCORE_BASED
+from gavel.experiments import runner
+from gavel.experiments.config import group_options
+from gavel.targets.access import DECISION_BASED, SCORE_BASED
 
 METRIC_KEYS = {
     "clean_accuracy",
@@ -79,7 +79,7 @@ def test_run_logs_the_conventional_names_params_tags_and_artifacts():
 
 
 def test_a_run_that_fails_ends_failed(monkeypatch):
-    from attacks.query.square import Square
+    from gavel.attacks.query.square import Square
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("attack blew up")

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from helpers.cli import GAVEL, gavel_in_own_folder
 
-from experiments.validation import launcher_options
+from gavel.experiments.validation import launcher_options
 
 CORES = len(os.sched_getaffinity(0))
 

@@ -9,10 +9,10 @@ import mlflow
 import pytest
 from helpers.configs import tiny_settings
 
-from experiments import runner
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets.datasets import load_dataset, proxy_pool, subsample
+from gavel.experiments import runner
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets.datasets import load_dataset, proxy_pool, subsample
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from helpers.cli import GAVEL
 
-from experiments.server import ServerError, free_port, mlflow_server, wait_until_up
+from gavel.experiments.server import ServerError, free_port, mlflow_server, wait_until_up
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from targets.access import (
+from gavel.targets.access import (
     DECISION_BASED,
     HYBRID,
     SCORE_BASED,

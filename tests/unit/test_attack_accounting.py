@@ -10,13 +10,13 @@ from art.attacks.evasion import FastGradientMethod
 from art.exceptions import EstimatorError
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.adapters.art import OracleClassifier, QuerySession
-from attacks.base import AttackerKit, Goal
-from attacks.query.hopskipjump import HopSkipJump
-from attacks.query.square import Square
-from attacks.transfer.transfer_pgd import TransferPGD
-from attacks.white_box.pgd import PGD
-from targets.access import AccessDenied, AttackerClient
+from gavel.attacks.adapters.art import OracleClassifier, QuerySession
+from gavel.attacks.base import AttackerKit, Goal
+from gavel.attacks.query.hopskipjump import HopSkipJump
+from gavel.attacks.query.square import Square
+from gavel.attacks.transfer.transfer_pgd import TransferPGD
+from gavel.attacks.white_box.pgd import PGD
+from gavel.targets.access import AccessDenied, AttackerClient
 
 QUERY_ATTACKS = {
     "square": (lambda: Square(eps=0.1, max_iter=200, backend="art"), "probabilities"),

@@ -10,16 +10,16 @@ import pytest
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 from helpers.configs import ACCESS_FOR, threat_model_of
 
-from attacks.base import AttackerKit
-from attacks.query.hopskipjump import HopSkipJump
-from attacks.transfer.transfer_pgd import TransferPGD
-from attacks.white_box.pgd import PGD
-from attacks.white_box.pgd_l2 import PGDL2
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from experiments.validation import ConfigError
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.hopskipjump import HopSkipJump
+from gavel.attacks.transfer.transfer_pgd import TransferPGD
+from gavel.attacks.white_box.pgd import PGD
+from gavel.attacks.white_box.pgd_l2 import PGDL2
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import ConfigError
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 # Measured on these 60 examples (seeds 0-3): white-box PGD L-inf at eps 0.1 succeeds on 0.35-0.38 with
 # either library, at most 2 examples apart. Both run the same algorithm, only their random starts differ.
@@ -150,8 +150,8 @@ def test_the_foolbox_backend_never_calls_arts_attack(judge_and_data, monkeypatch
     def art_was_called(*args, **kwargs):
         raise AssertionError("attack.backend=foolbox ran ART's attack")
 
-    monkeypatch.setattr("attacks.white_box.pgd.ProjectedGradientDescent", art_was_called)
-    monkeypatch.setattr("attacks.query.hopskipjump._SeededHopSkipJump", art_was_called)
+    monkeypatch.setattr("gavel.attacks.white_box.pgd.ProjectedGradientDescent", art_was_called)
+    monkeypatch.setattr("gavel.attacks.query.hopskipjump._SeededHopSkipJump", art_was_called)
     PGD(eps=0.1, max_iter=3, backend="foolbox").run(x, y, kit(make_client(judge, data, weights="open")))
     HopSkipJump(eps=0.1, max_iter=2, init_eval=5, max_eval=10, backend="foolbox").run(
         x, y, kit(make_client(judge, data, budget=30))

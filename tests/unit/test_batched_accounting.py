@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from targets.access import SHARED, AttackerClient
+from gavel.targets.access import SHARED, AttackerClient
 from tests.helpers.tagging import oracle, rows_for
 
 

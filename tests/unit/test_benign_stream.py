@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from defenses.benign import (
+from gavel.defenses.benign import (
     KINDS,
     BenignMix,
     BenignStreamSpec,
@@ -16,8 +16,8 @@ from defenses.benign import (
     false_positive_rates,
     shift,
 )
-from defenses.roc import auc, operating_point, roc_figure, roc_points
-from targets.access.shield import Detector
+from gavel.defenses.roc import auc, operating_point, roc_figure, roc_points
+from gavel.targets.access.shield import Detector
 
 MIXED = BenignMix(fresh=0.4, resubmit=0.2, crop_shift=0.2, brightness=0.2)
 

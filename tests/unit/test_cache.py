@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from targets.datasets import Pool
-from targets.models import Architecture, ArchName
-from targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
+from gavel.targets.datasets import Pool
+from gavel.targets.models import Architecture, ArchName
+from gavel.targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
 MODEL = ModelConfig(
     Architecture(ArchName.MLP, hidden=(16,)), Recipe(epochs=2, batch_size=32, lr=0.01, weight_decay=0.0)
@@ -41,7 +41,7 @@ def same_weights(a, b):
 
 def test_second_call_is_a_cache_hit_with_identical_weights(tmp_path, pool, caplog):
     first = get_or_train(spec_for(pool), pool, tmp_path)
-    with caplog.at_level(logging.INFO, logger="targets.training"):
+    with caplog.at_level(logging.INFO, logger="gavel.targets.training"):
         second = get_or_train(spec_for(pool), pool, tmp_path)
     assert not first.cache_hit and second.cache_hit
     assert "cache hit" in caplog.text
@@ -97,7 +97,7 @@ def test_corrupt_or_partial_entry_is_detected_and_retrained(tmp_path, pool, capl
     spec = spec_for(pool)
     original = weights(get_or_train(spec, pool, tmp_path).model)
     corrupt(tmp_path / "models" / spec.key)
-    with caplog.at_level(logging.WARNING, logger="targets.training"):
+    with caplog.at_level(logging.WARNING, logger="gavel.targets.training"):
         recovered = get_or_train(spec, pool, tmp_path)
     assert not recovered.cache_hit and "corrupt cache entry" in caplog.text
     assert same_weights(weights(recovered.model), original)  # retrained deterministically
@@ -124,14 +124,14 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path, pool, caplog):
     meta = json.loads((entry / "meta.json").read_text())
     meta["sha256"] = hashlib.sha256((entry / "model.pt").read_bytes()).hexdigest()  # checksum passes
     (entry / "meta.json").write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="targets.training"):
+    with caplog.at_level(logging.WARNING, logger="gavel.targets.training"):
         recovered = get_or_train(spec, pool, tmp_path)
     assert not marker.exists()
     assert not recovered.cache_hit and "corrupt cache entry" in caplog.text
 
 
 def test_no_partial_entry_is_left_when_training_fails(tmp_path, pool, monkeypatch):
-    import targets.training as training
+    import gavel.targets.training as training
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")

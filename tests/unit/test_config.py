@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from helpers.configs import threat_model_of
 
-from attacks.base import Attack
-from experiments.config import compose_config, group_options
-from experiments.settings import RunSettings
-from experiments.validation import ConfigError, check_overrides
-from targets.access import DECISION_BASED, SCORE_BASED, TRANSFER, WHITE_BOX, AccessPolicy
+from gavel.attacks.base import Attack
+from gavel.experiments.config import compose_config, group_options
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import ConfigError, check_overrides
+from gavel.targets.access import DECISION_BASED, SCORE_BASED, TRANSFER, WHITE_BOX, AccessPolicy
 
 
 @pytest.mark.parametrize(

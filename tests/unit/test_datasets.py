@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from helpers.torchvision_files import write_cifar10, write_idx_set, write_mnist_style
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets import datasets
-from targets.datasets import POOLS, DatasetName, DataSpec, PoolLimits, Split, load_dataset
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets import datasets
+from gavel.targets.datasets import POOLS, DatasetName, DataSpec, PoolLimits, Split, load_dataset
 
 
 def data_spec(*overrides: str) -> DataSpec:

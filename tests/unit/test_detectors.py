@@ -16,17 +16,17 @@ from helpers.accounting import RowCounter
 from omegaconf import OmegaConf
 from torch import nn
 
-from attacks.params import declared_hyperparameters
-from defenses.base import Defense, OperatorKit
-from defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
-from defenses.detection.base import HistoryDetector, Scratch
-from defenses.detection.blacklight import Blacklight, DigestMemo, _Postings, _shared_with, fingerprints
-from defenses.detection.encoders import penultimate_encoder
-from defenses.detection.knn_similarity import KnnSimilarity, k_smallest
-from defenses.detection.piha import BitHistory, Piha, agreements, signs
-from experiments.settings import read_component
-from experiments.validation import ConfigError, Node
-from targets.access import (
+from gavel.attacks.params import declared_hyperparameters
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
+from gavel.defenses.detection.base import HistoryDetector, Scratch
+from gavel.defenses.detection.blacklight import Blacklight, DigestMemo, _Postings, _shared_with, fingerprints
+from gavel.defenses.detection.encoders import penultimate_encoder
+from gavel.defenses.detection.knn_similarity import KnnSimilarity, k_smallest
+from gavel.defenses.detection.piha import BitHistory, Piha, agreements, signs
+from gavel.experiments.settings import read_component
+from gavel.experiments.validation import ConfigError, Node
+from gavel.targets.access import (
     DECISION_BASED,
     HYBRID,
     SCORE_BASED,
@@ -36,7 +36,7 @@ from targets.access import (
     Oracle,
     QueryRejected,
 )
-from targets.access.shield import Shield
+from gavel.targets.access.shield import Shield
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "defense"
 EPS = 0.1

@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 from helpers.accounting import RowCounter, make_oracle
 
-from attacks.extraction import ExtractionSpec, extract
-from attacks.extraction.base import query_set
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets.access import SHARED, AttackerClient
-from targets.training import ModelConfig, predict_labels
+from gavel.attacks.extraction import ExtractionSpec, extract
+from gavel.attacks.extraction.base import query_set
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets.access import SHARED, AttackerClient
+from gavel.targets.training import ModelConfig, predict_labels
 
 
 @pytest.fixture(scope="module")

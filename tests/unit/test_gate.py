@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import mlflow
 import pytest
 
-from experiments.cli import gate_command
-from reports.gate import PolicyError, load_policy, matching_runs
+from gavel.experiments.cli import gate_command
+from gavel.reports.gate import PolicyError, load_policy, matching_runs
 
 
 def logged(experiment: str, *, threat_model: str, budget, rate: float, low: float, high: float, **tags) -> str:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.query.hopskipjump import HopSkipJump, HopSkipJumpL2
-from attacks.white_box.pgd_l2 import PGDL2
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.hopskipjump import HopSkipJump, HopSkipJumpL2
+from gavel.attacks.white_box.pgd_l2 import PGDL2
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 # Measured on these 40 examples at a budget of 300 (seed 0): L-inf eps 0.1, ART 0.150, gavel 0.125; L2 eps 1.0,
 # ART 0.525, gavel 0.625 (60 examples, budgets 100/300/1000: within 0.02 of ART or above it). Both follow the

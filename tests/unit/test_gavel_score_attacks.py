@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.query.simba import SimBA
-from attacks.query.square import Square, SquareL2
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.simba import SimBA
+from gavel.attacks.query.square import Square, SquareL2
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 # name -> (attack factory, API output)
 ATTACKS = {

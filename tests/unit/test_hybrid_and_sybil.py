@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.hybrid.hybrid import Hybrid
-from attacks.query.square import Square
-from attacks.transfer.transfer_pgd import TransferPGD
-from targets.access import AttackerClient
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.hybrid.hybrid import Hybrid
+from gavel.attacks.query.square import Square
+from gavel.attacks.transfer.transfer_pgd import TransferPGD
+from gavel.targets.access import AttackerClient
 
-SQUARE = {"_target_": "attacks.query.square.Square", "max_iter": 1000, "p_init": 0.8}
-HSJ = {"_target_": "attacks.query.hopskipjump.HopSkipJump", "init_eval": 10, "max_eval": 40}
+SQUARE = {"_target_": "gavel.attacks.query.square.Square", "max_iter": 1000, "p_init": 0.8}
+HSJ = {"_target_": "gavel.attacks.query.hopskipjump.HopSkipJump", "init_eval": 10, "max_eval": 40}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_hybrid_keeps_every_success_plain_transfer_has(setting, query, output):
 
 def test_hybrid_refuses_a_query_stage_that_cannot_start_from_a_transfer_example():
     with pytest.raises(ValueError, match="attack.query"):
-        Hybrid(eps=0.1, query={"_target_": "attacks.white_box.pgd.PGD"})
+        Hybrid(eps=0.1, query={"_target_": "gavel.attacks.white_box.pgd.PGD"})
 
 
 def test_sybil_attacker_rotates_accounts_and_stops_when_all_are_spent(setting):

@@ -9,13 +9,13 @@ import torch
 from helpers.accounting import make_client
 from helpers.torchvision_files import write_idx_set, write_mnist_style
 
-from experiments import models
-from experiments.config import compose_config
-from experiments.models import build_surrogate
-from experiments.settings import RunSettings
-from targets.datasets import load_dataset, proxy_pool, subsample
-from targets.models import Ensemble
-from targets.training import ModelSpec, get_or_train, predict_labels
+from gavel.experiments import models
+from gavel.experiments.config import compose_config
+from gavel.experiments.models import build_surrogate
+from gavel.experiments.settings import RunSettings
+from gavel.targets.datasets import load_dataset, proxy_pool, subsample
+from gavel.targets.models import Ensemble
+from gavel.targets.training import ModelSpec, get_or_train, predict_labels
 
 
 @pytest.fixture(scope="module")

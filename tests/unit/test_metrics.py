@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.base import AttackResult, Goal
-from experiments.metrics import Compromise, compromise_from_ledger, evaluate, per_example_csv, success_curve
-from targets.access import (
+from gavel.attacks.base import AttackResult, Goal
+from gavel.experiments.metrics import Compromise, compromise_from_ledger, evaluate, per_example_csv, success_curve
+from gavel.targets.access import (
     DECISION_BASED,
     HYBRID,
     SCORE_BASED,

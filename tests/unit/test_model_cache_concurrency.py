@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-import targets.training as training
-from targets.datasets import Pool
-from targets.models import Architecture, ArchName
-from targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
+import gavel.targets.training as training
+from gavel.targets.datasets import Pool
+from gavel.targets.models import Architecture, ArchName
+from gavel.targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
 MODEL = ModelConfig(
     Architecture(ArchName.MLP, hidden=(16,)), Recipe(epochs=3, batch_size=32, lr=0.01, weight_decay=0.0)
@@ -99,7 +99,7 @@ def test_malformed_entry_is_retrained_and_repaired(tmp_path, pool, caplog, corru
     original = digest(get_or_train(spec, pool, tmp_path).model)
     entry = tmp_path / "models" / spec.key
     corrupt(entry)
-    with caplog.at_level(logging.WARNING, logger="targets.training"):
+    with caplog.at_level(logging.WARNING, logger="gavel.targets.training"):
         recovered = get_or_train(spec, pool, tmp_path)
     assert not recovered.cache_hit and "corrupt cache entry" in caplog.text
     assert digest(recovered.model) == original  # retrained deterministically
@@ -227,7 +227,7 @@ def test_a_job_waits_for_the_holder_of_the_keys_lock_and_says_so(tmp_path, pool,
     path.parent.mkdir(parents=True)
     holder = (filelock.SoftFileLock if kind == "soft" else filelock.FileLock)(str(path))
     done = []
-    with caplog.at_level(logging.INFO, logger="targets.training"):
+    with caplog.at_level(logging.INFO, logger="gavel.targets.training"):
         with holder:  # another job, training
             job = threading.Thread(target=lambda: done.append(get_or_train(spec, pool, tmp_path)))
             job.start()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from targets.datasets import Pool
-from targets.models import ARCHITECTURES, Architecture, ArchName, build_model
-from targets.training import ModelSpec, get_or_train, predict_labels
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.targets.datasets import Pool
+from gavel.targets.models import ARCHITECTURES, Architecture, ArchName, build_model
+from gavel.targets.training import ModelSpec, get_or_train, predict_labels
 
 
 def target_model(arch: str):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from targets.access import SHARED, AccessDenied, AccessPolicy, AccountLimitReached, BudgetExhausted, Oracle
+from gavel.targets.access import SHARED, AccessDenied, AccessPolicy, AccountLimitReached, BudgetExhausted, Oracle
 
 
 class CountingModel(nn.Module):

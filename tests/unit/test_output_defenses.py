@@ -10,17 +10,17 @@ from art.defences.postprocessor import ClassLabels, GaussianNoise
 from omegaconf import OmegaConf
 from torch import nn
 
-from attacks.params import declared_hyperparameters
-from defenses.base import Defense, OperatorKit
-from defenses.output.labels_only import LabelsOnly
-from defenses.output.output_noise import OutputNoise, add_noise
-from defenses.output.reverse_sigmoid import ReverseSigmoid
-from defenses.output.rounded import Rounded
-from defenses.output.top_k import TopK
-from defenses.quality import clean_accuracy, expected_calibration_error, flip_rate, verdicts
-from experiments.settings import read_component
-from experiments.validation import ConfigError, Node
-from targets.access import DECISION_BASED, SCORE_BASED, AccessPolicy, Output
+from gavel.attacks.params import declared_hyperparameters
+from gavel.defenses.base import Defense, OperatorKit
+from gavel.defenses.output.labels_only import LabelsOnly
+from gavel.defenses.output.output_noise import OutputNoise, add_noise
+from gavel.defenses.output.reverse_sigmoid import ReverseSigmoid
+from gavel.defenses.output.rounded import Rounded
+from gavel.defenses.output.top_k import TopK
+from gavel.defenses.quality import clean_accuracy, expected_calibration_error, flip_rate, verdicts
+from gavel.experiments.settings import read_component
+from gavel.experiments.validation import ConfigError, Node
+from gavel.targets.access import DECISION_BASED, SCORE_BASED, AccessPolicy, Output
 
 CLASSES = 10
 CONF = Path(__file__).resolve().parents[2] / "conf" / "defense"

@@ -8,14 +8,14 @@ import pytest
 from art.attacks.evasion import AdversarialPatchPyTorch
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.transfer.transfer_patch import TransferPatch
-from attacks.white_box.patch import Patch
-from experiments.config import compose_config
-from experiments.settings import RunSettings
-from experiments.validation import ConfigError
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.transfer.transfer_patch import TransferPatch
+from gavel.attacks.white_box.patch import Patch
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import ConfigError
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 FAST = {"max_iter": 2}
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.query.boundary import Boundary
-from attacks.query.geoda import GeoDA
-from attacks.query.sign_opt import SignOPT
-from attacks.query.simba import SimBA
-from attacks.query.zoo import Zoo
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.boundary import Boundary
+from gavel.attacks.query.geoda import GeoDA
+from gavel.attacks.query.sign_opt import SignOPT
+from gavel.attacks.query.simba import SimBA
+from gavel.attacks.query.zoo import Zoo
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 # name -> (attack class, its yaml eps, the API output it is run under); everything else is the class's default
 CATALOGUE = {

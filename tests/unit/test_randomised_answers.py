@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers.accounting import RowCounter, attackable
 
-from attacks.base import AttackerKit
-from attacks.query.hopskipjump import HopSkipJump
-from attacks.query.square import Square
-from defenses.base import OperatorKit
-from defenses.randomised.input_noise import InputNoise
-from targets.access import AccessPolicy, AttackerClient, Oracle
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.hopskipjump import HopSkipJump
+from gavel.attacks.query.square import Square
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.randomised.input_noise import InputNoise
+from gavel.targets.access import AccessPolicy, AttackerClient, Oracle
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_oracle
 
-from attacks.base import AttackerKit
-from attacks.query.rays import RayS
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit
+from gavel.attacks.query.rays import RayS
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.statistics import mcnemar_test, rate_interval
-from reports.report import Record, value_of_hiding
+from gavel.experiments.statistics import mcnemar_test, rate_interval
+from gavel.reports.report import Record, value_of_hiding
 
 
 def record(threat_model: str, budget, seed: int, success: list[int], attack: str = "", **overrides) -> Record:

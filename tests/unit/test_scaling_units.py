@@ -12,9 +12,9 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import tracking
-from experiments.config import compose_config
-from experiments.settings import RunSettings
+from gavel.experiments import tracking
+from gavel.experiments.config import compose_config
+from gavel.experiments.settings import RunSettings
 from hydra_plugins.gavel_sweeper.gavel_sweeper import cores
 
 

@@ -12,9 +12,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from targets.access import AttackerClient
-from targets.access.errors import QueryRefused, QueryRejected
-from targets.access.shield import Detector, OutputFilter, Shield
+from gavel.targets.access import AttackerClient
+from gavel.targets.access.errors import QueryRefused, QueryRejected
+from gavel.targets.access.shield import Detector, OutputFilter, Shield
 from tests.helpers.tagging import N_CLASSES, SHAPE, oracle, rows_for
 
 
@@ -277,8 +277,8 @@ def test_detection_metrics_count_only_the_attacks_a_detection_cut_off():
     """One call of three examples; example 0's row is flagged. Rows of examples 1 and 2 after it are refused by
     the ban and answered on the next account: their attacks were not cut off. Then the last account is banned
     at example 1: example 2, unfooled with budget left, was cut off too; a fooled example is not."""
-    from attacks.base import AttackResult
-    from experiments.operator_metrics import detection_metrics
+    from gavel.attacks.base import AttackResult
+    from gavel.experiments.operator_metrics import detection_metrics
 
     judge, api = oracle(shield=detecting(MarkedRowDetector()), budget=10, accounts=2)
     client = AttackerClient(api)
@@ -305,8 +305,8 @@ def test_detection_metrics_count_only_the_attacks_a_detection_cut_off():
 def test_without_bans_queries_to_detection_count_up_to_the_first_flagged_row():
     """A call of ten rows of one example, only the first flagged: the rows after it are answered and charged,
     but the attack was detected at its first query."""
-    from attacks.base import AttackResult
-    from experiments.operator_metrics import detection_metrics
+    from gavel.attacks.base import AttackResult
+    from gavel.experiments.operator_metrics import detection_metrics
 
     judge, api = oracle(shield=detecting(MarkedRowDetector(), "reject"), budget=20, accounts=1)
     rng = np.random.default_rng(8)

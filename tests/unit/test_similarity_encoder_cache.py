@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.base import OperatorKit
-from defenses.detection import encoders
-from defenses.detection.encoders import SimilaritySpec, similarity_encoder
-from defenses.detection.knn_similarity import KnnSimilarity
+from gavel.defenses.base import OperatorKit
+from gavel.defenses.detection import encoders
+from gavel.defenses.detection.encoders import SimilaritySpec, similarity_encoder
+from gavel.defenses.detection.knn_similarity import KnnSimilarity
 
 STEPS = 5  # a few batches: what is checked is the caching, not the encoder's quality
 

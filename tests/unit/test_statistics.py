@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.statistics import bootstrap_interval, mcnemar_test, rate_interval, success_auc
+from gavel.experiments.statistics import bootstrap_interval, mcnemar_test, rate_interval, success_auc
 
 
 def test_a_rate_gets_wilsons_interval_as_the_issue_quotes_it():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.statistics import rate_interval
-from reports.table import format_table, pool_seeds, run_overrides
+from gavel.experiments.statistics import rate_interval
+from gavel.reports.table import format_table, pool_seeds, run_overrides
 
 
 def row(seed: int, success: float, n: int, **overrides) -> dict:

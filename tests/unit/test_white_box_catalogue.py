@@ -10,22 +10,22 @@ import pytest
 import torch
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 
-from attacks.base import AttackerKit, distances
-from attacks.transfer.transfer_difgsm import DiverseMomentumPGD, InputDiversity, TransferDIFGSM
-from attacks.transfer.transfer_mifgsm import MomentumPGD, TransferMIFGSM
-from attacks.transfer.transfer_patch import TransferPatch
-from attacks.transfer.transfer_pgd import TransferPGD
-from attacks.white_box.autoattack import AutoAttack
-from attacks.white_box.base import WhiteBoxAttack
-from attacks.white_box.carlini_wagner_l2 import CarliniWagnerL2
-from attacks.white_box.deepfool import DeepFool
-from attacks.white_box.fgsm import FGSM
-from attacks.white_box.patch import Patch
-from attacks.white_box.pgd import PGD
-from attacks.white_box.pgd_l2 import PGDL2
-from targets import access
-from targets.access import AttackerClient
-from targets.training import predict_labels
+from gavel.attacks.base import AttackerKit, distances
+from gavel.attacks.transfer.transfer_difgsm import DiverseMomentumPGD, InputDiversity, TransferDIFGSM
+from gavel.attacks.transfer.transfer_mifgsm import MomentumPGD, TransferMIFGSM
+from gavel.attacks.transfer.transfer_patch import TransferPatch
+from gavel.attacks.transfer.transfer_pgd import TransferPGD
+from gavel.attacks.white_box.autoattack import AutoAttack
+from gavel.attacks.white_box.base import WhiteBoxAttack
+from gavel.attacks.white_box.carlini_wagner_l2 import CarliniWagnerL2
+from gavel.attacks.white_box.deepfool import DeepFool
+from gavel.attacks.white_box.fgsm import FGSM
+from gavel.attacks.white_box.patch import Patch
+from gavel.attacks.white_box.pgd import PGD
+from gavel.attacks.white_box.pgd_l2 import PGDL2
+from gavel.targets import access
+from gavel.targets.access import AttackerClient
+from gavel.targets.training import predict_labels
 
 # Each attack at its yaml defaults but eps, so a broken attack (one that returns the originals) fails here.
 WHITE_BOX = {
