@@ -319,6 +319,66 @@ def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
     )
 
 
+OVERRIDES, OVERRIDES_JSON = "overrides", "overrides_json"
+"""The tags of a job's Hydra overrides: one line for people (the overrides joined by spaces), and the list as
+JSON, for readers: a value may hold spaces (`run_label='0 pgd open'`, `x=[1, 2]`), so the line cannot be split
+back into the overrides."""
+MAX_TAG_LENGTH = 8000
+"""MLflow's limit on a tag's value (`mlflow.utils.validation.MAX_TAG_VAL_LENGTH`): a longer one fails the run."""
+
+
+def overrides_tags(overrides: list[str]) -> dict[str, str]:
+    """The tags that record a job's overrides (none without any). The JSON list is left out only where it would
+    pass MLflow's limit on a tag's value; then `recorded_overrides` reads the line."""
+    if not overrides:
+        return {}
+    tags = {OVERRIDES: " ".join(overrides)}
+    listed = json.dumps(list(overrides), ensure_ascii=False)
+    if len(listed) <= MAX_TAG_LENGTH:
+        tags[OVERRIDES_JSON] = listed
+    return tags
+
+
+def recorded_overrides(tags: dict) -> list[str]:
+    """A run's Hydra overrides exactly as its job was given them: the JSON list where the run recorded one, else
+    (a run recorded before the list was, or one whose list was too long for a tag) the line split at the spaces
+    outside quotes and brackets, as Hydra reads one override's value."""
+    if OVERRIDES_JSON in tags:
+        try:
+            listed = json.loads(tags[OVERRIDES_JSON])
+        except ValueError:
+            listed = None
+        if isinstance(listed, list) and all(isinstance(o, str) for o in listed):
+            return listed
+    return split_overrides(tags.get(OVERRIDES, ""))
+
+
+def split_overrides(line: str) -> list[str]:
+    """Overrides joined by spaces, apart again: a space ends one only outside quotes (' or ", a backslash escaping
+    the next character within them) and outside brackets ([...], {...}, (...))."""
+    words, word, quote, depth, escaped = [], [], None, 0, False
+    for char in line:
+        if quote:
+            if char == quote and not escaped:
+                quote = None
+            escaped = not escaped and char == "\\"
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth = max(depth - 1, 0)
+        elif char.isspace() and depth == 0:
+            if word:
+                words.append("".join(word))
+                word = []
+            continue
+        word.append(char)
+    if word:
+        words.append("".join(word))
+    return words
+
+
 @contextmanager
 def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: list[str] = ()):
     """Start the run with its params and tags (without MLflow's retries: a store that refuses the run stops the
@@ -344,8 +404,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
     }
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
-    if overrides:
-        tags["overrides"] = " ".join(overrides)
+    tags.update(overrides_tags(list(overrides)))
     resolved = settings.plain_config()
     try:
         with quick_store_calls():

@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
 from gavel.experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
+from gavel.experiments.tracking import recorded_overrides  # noqa: E402
 from gavel.reports.curves import CURVE  # noqa: E402
 from gavel.reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
 from gavel.reports.table import run_overrides  # noqa: E402
@@ -213,10 +215,10 @@ def security_curves(records: list[Record]) -> dict[str, plt.Figure]:
         for r in curves:
             style = styles[variants.index((r.tags.get("attack"), r.budget)) % len(styles)]
             ax.plot([s for s, _ in r.curve], [v for _, v in r.curve], marker=".", linestyle=style,
-                    color=colour[_access(r)], label=f"{r.name} ({_access(r)})")  # fmt: skip
+                    color=colour[_access(r)], label=_plain(f"{r.name} ({_access(r)})"))  # fmt: skip
         for r, style in zip(references, ("--", ":", "-.", "--")):
             ax.axhline(r.metrics["attack_success_rate"], linestyle=style, color=colour[_access(r)], alpha=0.8,
-                       label=f"{r.name} ({_access(r)}, reference)")  # fmt: skip
+                       label=_plain(f"{r.name} ({_access(r)}, reference)"))  # fmt: skip
         ax.set(xscale="log", xlabel="queries per example", ylabel="attack success rate", ylim=(0, 1))
         ax.set_title("security curves: success against queries, one colour per access policy")
         ax.grid(alpha=0.3)
@@ -231,7 +233,7 @@ def security_curves(records: list[Record]) -> dict[str, plt.Figure]:
         for label, runs in sorted(by_model.items()):
             runs = sorted(runs, key=lambda r: float(r.params.get("attack.eps", "nan")))
             ax.plot([float(r.params["attack.eps"]) for r in runs],
-                    [r.metrics["attack_success_rate"] for r in runs], marker="o", label=label)  # fmt: skip
+                    [r.metrics["attack_success_rate"] for r in runs], marker="o", label=_plain(label))  # fmt: skip
         ax.set(xlabel="eps", ylabel="attack success rate", ylim=(0, 1), title="success against eps")
         ax.legend(fontsize=7)
         figures["security_eps.png"] = fig
@@ -251,7 +253,7 @@ def kaplan_meier(records: list[Record]) -> tuple[plt.Figure | None, dict[str, Ka
         if "queries_to_success" in r.per_example:  # the query that fooled it (a library attack may query on)
             seen = r.per_example["queries_to_success"][attacked]
             spent = np.where(success & (seen > 0), seen, spent)
-        fitter = KaplanMeierFitter(label=r.name)
+        fitter = KaplanMeierFitter(label=_plain(r.name))
         fitter.fit(np.maximum(spent, 1), success)
         fitted[r.name] = fitter
     if not fitted:
@@ -271,7 +273,7 @@ def perturbations(records: list[Record]) -> plt.Figure | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
         linf = r.per_example["linf"][r.per_example["success"] > 0]
-        ax.hist(linf, bins=20, alpha=0.5, label=f"{r.name} ({len(linf)})")
+        ax.hist(linf, bins=20, alpha=0.5, label=_plain(f"{r.name} ({len(linf)})"))
     ax.set(xlabel="L-inf size of successful perturbations", ylabel="examples", title="perturbation sizes")
     ax.legend(fontsize=6)
     return fig
@@ -280,7 +282,8 @@ def perturbations(records: list[Record]) -> plt.Figure | None:
 def provenance(records: list[Record]) -> list[list[str]]:
     rows = [["run", "status", "config (the job's overrides)", "seed", "git revision", "versions", "run id"]]
     for r in records:
-        overrides = " ".join(o for o in r.tags.get("overrides", "").split() if not o.startswith("run_label="))
+        # each override as the job was given it; the run label is the run's name already
+        overrides = " ".join(o for o in recorded_overrides(r.tags) if o.lstrip("+").split("=")[0] != "run_label")
         rows.append([r.name, r.status, overrides or "(defaults)", r.params.get("seed", "?"),
                      r.tags.get("git_sha", "?")[:12], r.tags.get("versions", "?"), r.run_id])  # fmt: skip
     return rows
@@ -304,14 +307,42 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _plain(text: str) -> str:
+    """A label for matplotlib, drawn as written: a $ would start mathtext (and a run name's `$\\x$` stop the
+    drawing)."""
+    return text.replace("$", r"\$")
+
+
+MD_ESCAPED = re.compile(r"[\\`*|~$]|_(?![^\W_])|(?<![^\W_])_|\](?=[(\[:])|\[(?=\^)")
+"""What a Markdown inline reads as syntax (code, emphasis, a table's cell boundary, strikethrough, GitHub's maths,
+a link's or footnote's brackets): written backslash-escaped, as CommonMark allows for any ASCII punctuation. An _
+between two letters or digits (`white_box`) is no emphasis, and brackets are a link only with a ] followed by
+( [ or : (the report defines no references): the rest, an interval's `[0.389, 0.527]`, stays as it is."""
+MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", "\n": "<br>"}
+"""Raw HTML and entities, written as entities (the same in every Markdown dialect); a newline, which would end the
+table's row, as a line break."""
+
+
+def md_text(text) -> str:
+    """`text` as Markdown inline text that renders as `text`: nothing in it is read as syntax or HTML, and a
+    table's cell keeps it whole."""
+    text = MD_ESCAPED.sub(lambda m: "\\" + m.group(), str(text))
+    return "".join(MD_ENTITIES.get(char, char) for char in text)
+
+
+def html_text(text) -> str:
+    """`text` as HTML text (or an attribute's value, quotes escaped too), its line breaks kept."""
+    return html.escape(str(text)).replace("\r\n", "\n").replace("\n", "<br>")
+
+
 def _md_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]])
+    lines = ["| " + " | ".join(md_text(c) for c in rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows[1:]])
 
 
 def _html_table(rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows[1:])
+    head = "".join(f"<th>{html_text(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -342,18 +373,18 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
     for name, data, _ in images:
         (out / name).write_bytes(data)
         written.append(out / name)
-    md = [f"# gavel report: {experiment}", ""]
+    md = [f"# gavel report: {md_text(experiment)}", ""]
     page = [f"<html><head><meta charset='utf-8'><title>gavel report: {html.escape(experiment)}</title>",
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:900px}</style></head><body>",
             f"<h1>gavel report: {html.escape(experiment)}</h1>"]  # fmt: skip
     for title, rows, caption in sections:
-        md += [f"## {title}", "", caption if rows is None else _md_table(rows), ""]
+        md += [f"## {md_text(title)}", "", md_text(caption) if rows is None else _md_table(rows), ""]
         page += [f"<h2>{html.escape(title)}</h2>", html.escape(caption) if rows is None else _html_table(rows)]
     md += ["## Figures", ""]
     page.append("<h2>Figures</h2>")
     for name, data, caption in images:
-        md += [f"![{caption}]({name})", "", caption, ""]
+        md += [f"![{md_text(caption)}]({name})", "", md_text(caption), ""]
         encoded = base64.b64encode(data).decode()
         page.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip

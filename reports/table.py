@@ -7,6 +7,7 @@ import math
 import mlflow
 
 from gavel.experiments.statistics import pooled_rate
+from gavel.experiments.tracking import recorded_overrides
 from gavel.targets.access import THREAT_MODELS, threat_model_named
 
 THREAT_ORDER = {model.name: position for position, model in enumerate(THREAT_MODELS)}
@@ -56,9 +57,9 @@ COUNTS = {"queries_median", "n_attacked", "queries_to_detection_median", "detect
 
 
 def run_overrides(tags: dict) -> dict[str, str]:
-    """A run's Hydra overrides (its `overrides` tag, "key=value" words) as {key: value}, in their order, a
-    leading + (Hydra's "add this key") dropped from each key."""
-    words = (word.split("=", 1) for word in tags.get("overrides", "").split() if "=" in word)
+    """A run's Hydra overrides (`recorded_overrides`, "key=value" each) as {key: value}, in their order, a leading
+    + (Hydra's "add this key") dropped from each key."""
+    words = (override.split("=", 1) for override in recorded_overrides(tags) if "=" in override)
     return {key.lstrip("+"): value for key, value in words}
 
 
