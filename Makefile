@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test test-fast lint bench mlflow-server clean
+.PHONY: demo test test-fast lint docs bench bench-smoke mlflow-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,13 @@ lint: $(STAMP)  ## ruff: lint rules and formatting (CI runs this before the test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  ## the docs site (mkdocs-material) into site/; --strict: a broken link or anchor, or a page not in the nav, fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
 	$(BIN)/python -m pytest -n auto --maxprocesses=4 -m "not slow"
 
@@ -34,8 +42,21 @@ bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/sweep_scaling.py
 	$(BIN)/python bench/server_throughput.py  # needs Debian's PostgreSQL (apt-get install postgresql)
 
+# every script under bench/ but its helper fixtures.py: a new bench is smoke-run without being listed
+BENCHES := $(filter-out fixtures,$(basename $(notdir $(wildcard bench/*.py))))
+
+bench-smoke: $(STAMP)  ## every bench at a tiny size (--smoke), to prove each still runs; one model cache in a temp folder
+	@tmp=$$(mktemp -d); failed=; \
+	for bench in $(BENCHES); do \
+		echo "bench/$$bench.py --smoke"; start=$$(date +%s); \
+		GAVEL_CACHE_DIR="$$tmp/cache" GAVEL_THREADS=1 $(BIN)/python bench/$$bench.py --smoke || failed="$$failed $$bench"; \
+		echo "  ($$(( $$(date +%s) - start )) s)"; \
+	done; \
+	rm -rf "$$tmp"; \
+	if [ -n "$$failed" ]; then echo "bench-smoke failed:$$failed"; exit 1; fi
+
 mlflow-server: $(STAMP)  ## a shared MLflow server (PostgreSQL store in .mlflow-server/); options: ARGS="--host 0.0.0.0"
 	$(BIN)/gavel server $(ARGS)
 
 clean:
-	rm -rf .gavel_cache outputs multirun mlflow.db mlruns .pytest_cache
+	rm -rf .gavel_cache outputs multirun mlflow.db mlruns .pytest_cache site

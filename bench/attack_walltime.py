@@ -1,7 +1,7 @@
 """Wall time of each attack on the demo set (digits, the CNN judge, eps 0.1 L-inf / 1.0 L2), through the real
 runner, under the access its threat model needs. The judge and surrogate are trained (or loaded) once before
 the clock starts. Printed, never asserted.
-    python bench/attack_walltime.py [--quick] [--n-examples 200] [--budget 1000] [--threads N]
+    python bench/attack_walltime.py [--quick | --smoke] [--n-examples 200] [--budget 1000] [--threads N]
         [--override attack.backend=foolbox ...] [attack ...]
 """
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from fixtures import SMOKE_TRAINING, add_smoke_flag, smoke_cache
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -64,20 +65,26 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a config override, applied to the attacks that have the key (repeatable)",
     )
+    add_smoke_flag(parser, "5 examples, budget 20, attack.max_iter=3, every attack")
     args = parser.parse_args()
     if args.quick:
         args.n_examples, args.budget = 40, 100
+    if args.smoke:
+        args.n_examples, args.budget = 5, 20
+        args.override = [*SMOKE_TRAINING, "attack.max_iter=3", *args.override]
     if args.threads:
         torch.set_num_threads(args.threads)
     attacks = args.attacks or group_options("attack")
     logging.disable(logging.INFO)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, smoke_cache(args.smoke):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         if args.cold:
             os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
-        # the judge and the surrogate are trained (or loaded) before the clock starts
-        run(RunSettings.from_config(compose_config(["attack=transfer_pgd", "access=hidden_label", "n_examples=1"])))
+        # the judge and the surrogate are trained (or loaded) before the clock starts (on examples of which a smoke
+        # run's less trained judge gets some right)
+        _, first = settings_for("transfer_pgd", args.n_examples if args.smoke else 1, args.budget, args.override)
+        run(first)
         print(
             f"attack wall time on digits, {args.n_examples} examples, budget {args.budget} for query attacks, "
             f"{torch.get_num_threads()} torch threads {' '.join(args.override)}"

@@ -1,6 +1,6 @@
 """White-box PGD throughput, ART against foolbox (attack.backend), on the same digits CNN judge and examples:
 examples per second for each and the ratio foolbox time / ART time (median of rounds). Printed, never asserted.
-    python bench/backend_throughput.py [--n-examples 300] [--rounds 5] [--max-iter 40] [--threads N]
+    python bench/backend_throughput.py [--n-examples 300] [--rounds 5] [--max-iter 40] [--threads N] [--smoke]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import statistics
 import time
 
 import torch
-from fixtures import default_judge
+from fixtures import SMOKE_TRAINING, add_smoke_flag, default_judge, smoke_cache
 
 from gavel.attacks.base import AttackerKit
 from gavel.attacks.white_box.pgd import PGD
@@ -31,11 +31,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-iter", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_smoke_flag(parser, "16 examples, 3 steps, 1 round")
     args = parser.parse_args()
+    if args.smoke:
+        args.n_examples, args.rounds, args.max_iter = 16, 1, 3
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    _, data, judge = default_judge()
+    with smoke_cache(args.smoke):
+        _, data, judge = default_judge(SMOKE_TRAINING if args.smoke else ())
     right = predict_labels(judge, data.eval.x) == data.eval.y
     x, y = data.eval.x[right][: args.n_examples], data.eval.y[right][: args.n_examples]
     client = AttackerClient(

@@ -17,7 +17,7 @@ time alone, measured outside the Oracle, includes the judge's trunk, which the s
 The ratio depends on what the judge costs: `--override target=resnet18` measures against a ResNet-18 judge on the
 same digits (trained into the model cache on first use).
     GAVEL_THREADS=1 python bench/detector_overhead.py [--history 10000] [--batches 8] [--batch-size 256] [--rounds 15]
-        [--override KEY=VALUE ...]
+        [--override KEY=VALUE ...] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 import torch
-from fixtures import default_judge
+from fixtures import SMOKE_TRAINING, add_smoke_flag, default_judge, smoke_cache
 
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.detection.blacklight import Blacklight
@@ -70,11 +70,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--override", action="append", default=[], help="a config override for the judge, repeatable")
+    add_smoke_flag(parser, "a history of 500, 2 queries of 32 rows, 2 rounds")
     args = parser.parse_args()
+    if args.smoke:
+        args.history, args.batches, args.batch_size, args.rounds = 500, 2, 32, 2
 
     torch.set_num_threads(int(os.environ.get("GAVEL_THREADS", "1")))
-    settings, data, judge = default_judge(args.override)
-    operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, seed=settings.seed)
+    with smoke_cache(args.smoke):
+        settings, data, judge = default_judge([*SMOKE_TRAINING, *args.override] if args.smoke else args.override)
+        operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, seed=settings.seed)
     pool = np.concatenate([data.eval.x, data.attacker.x])
     rng = np.random.default_rng(0)
     history = digit_like(pool, args.history, rng)

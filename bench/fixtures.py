@@ -1,12 +1,17 @@
 """What the benchmarks share: the default config's data and judge, trained once into the model cache, and
-`gavel run` timed in a folder of its own."""
+`gavel run` timed in a folder of its own; and what `--smoke` (every bench has it) shrinks: a tiny size that runs in
+seconds through the same code, so that no bench rots between full runs. A smoke run's numbers mean nothing."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gavel.experiments.config import compose_config
@@ -21,6 +26,36 @@ def default_judge(overrides: list[str] = ()) -> tuple[RunSettings, Dataset, obje
     data = load_dataset(settings.data)
     spec = ModelSpec.of("judge", settings.target.model, settings.seed, data.judge, data.input_shape, data.n_classes)
     return settings, data, get_or_train(spec, data.judge, settings.cache_dir).model
+
+
+# What every smoke run trains: the judge and the surrogate for 5 epochs instead of 30, so that a cold model cache
+# costs seconds (the same training code; a judge right on about 87% of the digits, under another cache key).
+SMOKE_TRAINING = ("target.train.epochs=5", "surrogate.train.epochs=5")
+
+
+def add_smoke_flag(parser: argparse.ArgumentParser, size: str) -> None:
+    """`--smoke`: `size` says what it runs (the bench reads `args.smoke` and shrinks its own sizes)."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"a tiny size ({size}; any judge trained for 5 epochs): proves in seconds that the bench runs (its "
+        "numbers mean nothing)",
+    )
+
+
+@contextmanager
+def smoke_cache(smoke: bool) -> Iterator[None]:
+    """With `smoke` and no GAVEL_CACHE_DIR: the model cache in a temporary folder, removed after; otherwise the
+    cache the config names (GAVEL_CACHE_DIR, else .gavel_cache)."""
+    if not smoke or os.environ.get("GAVEL_CACHE_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="gavel-bench-smoke-") as tmp:
+        os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
+        try:
+            yield
+        finally:
+            del os.environ["GAVEL_CACHE_DIR"]
 
 
 GAVEL = str(Path(sys.executable).with_name("gavel"))

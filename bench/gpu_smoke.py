@@ -2,7 +2,10 @@
 through the real runner. Prints each run's success and wall time; exits 1 if a run fails, 0 with a message
 where no CUDA device exists. Run it on a machine with a GPU:
 
-    python bench/gpu_smoke.py [--n-examples 200] [--budget 1000]
+    python bench/gpu_smoke.py [--n-examples 200] [--budget 1000] [--device cuda|cpu] [--smoke]
+
+`--smoke`: the same runs at a tiny size, on CUDA where there is one and on the CPU otherwise (so that the script
+itself is exercised on every machine).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from fixtures import SMOKE_TRAINING, add_smoke_flag
 
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
@@ -33,13 +37,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-examples", type=int, default=200)
     parser.add_argument("--budget", type=int, default=1000)
-    parser.add_argument("--device", default="cuda", help="cuda (the check), or cpu to try the script itself")
+    parser.add_argument("--device", help="cuda (the check, the default), or cpu (--smoke's default without CUDA)")
+    add_smoke_flag(parser, "10 examples, budget 20, on CUDA where there is one, else on the CPU")
     args = parser.parse_args()
+    if args.smoke:
+        args.n_examples, args.budget = 10, 20
+    if args.device is None:
+        args.device = "cpu" if args.smoke and not torch.cuda.is_available() else "cuda"
+    training = list(SMOKE_TRAINING) if args.smoke else []
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here: nothing to check (run this on a GPU machine)")
         return 0
     if args.device == "cuda":
         print(f"CUDA: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    else:
+        print(f"device={args.device}: the script's own path, not a GPU check")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ["GAVEL_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -47,7 +59,12 @@ def main() -> int:
 
         failed = False
         for overrides in RUNS:
-            common = [f"device={args.device}", f"n_examples={args.n_examples}", f"access.budget={args.budget}"]
+            common = [
+                f"device={args.device}",
+                f"n_examples={args.n_examples}",
+                f"access.budget={args.budget}",
+                *training,
+            ]
             if "access=open" in overrides:
                 common.remove(f"access.budget={args.budget}")
             settings = RunSettings.from_config(compose_config([*overrides, *common]))

@@ -5,7 +5,7 @@ is built), so the ratio measures the attack's and the accounting's overhead, not
 gavel's batched Square and HopSkipJump, and ART's own batched Square over the bare judge (no Oracle, no budget:
 the reference for what a library's batched loop costs). Printed, never asserted. Goal: <= 3 for gavel's.
 
-    python bench/query_engine.py [--n-examples 196] [--budget 1000] [--threads 1]
+    python bench/query_engine.py [--n-examples 196] [--budget 1000] [--threads 1] [--smoke]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 from art.attacks.evasion import SquareAttack
-from fixtures import default_judge
+from fixtures import SMOKE_TRAINING, add_smoke_flag, default_judge, smoke_cache
 
 from gavel.attacks.adapters.art import pytorch_estimator
 from gavel.attacks.base import AttackerKit
@@ -52,9 +52,13 @@ def main() -> None:
     parser.add_argument("--n-examples", type=int, default=196)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    add_smoke_flag(parser, "8 examples, budget 50")
     args = parser.parse_args()
+    if args.smoke:
+        args.n_examples, args.budget = 8, 50
     torch.set_num_threads(args.threads)
-    _, data, judge = default_judge()
+    with smoke_cache(args.smoke):
+        _, data, judge = default_judge(SMOKE_TRAINING if args.smoke else ())
     right = predict_labels(judge, data.eval.x) == data.eval.y
     x, y = data.eval.x[right][: args.n_examples], data.eval.y[right][: args.n_examples]
     print(

@@ -2,7 +2,7 @@
 minute it accepts, each logged as a gavel job logs one (tags, params, metrics, a curve, a config, a per-example
 table and a figure), and whether every run arrived once, FINISHED, with its metrics and artifacts. Printed, never
 asserted. Starts its own PostgreSQL and server on free ports in a temporary folder, and stops them.
-    python bench/server_throughput.py [--writers 8] [--runs 25] [--workers 4]
+    python bench/server_throughput.py [--writers 8] [--runs 25] [--workers 4] [--smoke]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fixtures import add_smoke_flag
 from mlflow import MlflowClient
 
 from gavel.experiments.server import local_server
@@ -73,7 +74,10 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8, help="concurrent writer processes")
     parser.add_argument("--runs", type=int, default=25, help="runs each writer logs")
     parser.add_argument("--workers", type=int, default=4, help="the server's uvicorn workers (mlflow's default: 4)")
+    add_smoke_flag(parser, "2 writers x 2 runs, 1 server worker")
     args = parser.parse_args()
+    if args.smoke:
+        args.writers, args.runs, args.workers = 2, 2, 1
 
     with local_server(["--workers", str(args.workers)], timeout=300) as server:
         url = server.url
