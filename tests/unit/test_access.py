@@ -31,8 +31,8 @@ from gavel.targets.access import (
 WEIGHTS = ("open", "hidden")
 OUTPUTS = ("logits", "probabilities", "label")
 
-# What each threat model needs of the access policy, as the README states it. A hybrid attacker's needs are
-# its query stage's (`Hybrid.check_access`), so the hybrid threat model itself asks for nothing.
+# What each threat model needs of the access policy, as docs/threat-models.md states it. A hybrid attacker's needs
+# are its query stage's (`Hybrid.check_access`), so the hybrid threat model itself asks for nothing.
 ALLOWED = {
     WHITE_BOX: lambda weights, output: weights == "open",
     TRANSFER: lambda weights, output: True,
