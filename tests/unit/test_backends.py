@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle
 from helpers.configs import ACCESS_FOR, threat_model_of
+from helpers.paired import agree, enough_to_compare
 
 from gavel.attacks.base import AttackerKit
 from gavel.attacks.query.hopskipjump import HopSkipJump
@@ -21,13 +22,11 @@ from gavel.experiments.validation import ConfigError
 from gavel.targets.access import AttackerClient
 from gavel.targets.training import predict_labels
 
-# Measured on these 60 examples (seeds 0-3): white-box PGD L-inf at eps 0.1 succeeds on 0.35-0.38 with
-# either library, at most 2 examples apart. Both run the same algorithm, only their random starts differ.
-PGD_TOLERANCE = 0.05
-# Measured (seeds 0-2) at eps 0.2 and a budget of 200: ART 0.55-0.58, foolbox 0.47-0.52, ART ahead by 0.03
-# to 0.10. The two implementations differ (foolbox starts from blends towards noise and spends one query
-# per gradient-estimate row), so HopSkipJump gets a wider margin.
-HSJ_TOLERANCE = 0.15
+# The libraries are compared on the same 60 examples with McNemar's test (helpers.paired), never by a margin
+# tuned on one machine's weights. PGD: both run the same algorithm, only their random starts differ, so neither
+# may fool significantly more. HopSkipJump: the implementations differ (foolbox starts from blends towards noise
+# and spends one query per gradient-estimate row; ART was ahead by 0.03 to 0.10 at seeds 0-2), so foolbox may not
+# fool significantly more than ART... nor ART significantly more than foolbox at the size where both agree.
 HSJ_EPS, HSJ_BUDGET = 0.2, 200
 
 
@@ -40,21 +39,24 @@ def kit(client, **handles) -> AttackerKit:
     return AttackerKit(client=client, **handles)
 
 
+def fooled_on_the_judge(judge, attack, result, x, y) -> np.ndarray:
+    return attack.goal.fooled(predict_labels(judge, result.x_adv), y) & attack.goal.within(result.x_adv, x)
+
+
 def success_rate(judge, attack, result, x, y) -> float:
-    fooled = attack.goal.fooled(predict_labels(judge, result.x_adv), y) & attack.goal.within(result.x_adv, x)
-    return float(fooled.mean())
+    return float(fooled_on_the_judge(judge, attack, result, x, y).mean())
 
 
 def test_white_box_pgd_success_agrees_across_backends(judge_and_data):
     judge, data, x, y = judge_and_data
-    rates = {}
+    fooled = {}
     for backend in ("art", "foolbox"):
         attack = PGD(eps=0.1, backend=backend)
         result = attack.run(x, y, kit(make_client(judge, data, weights="open")))
         assert np.abs(result.x_adv - x).max() <= 0.1 + 1e-6
-        rates[backend] = success_rate(judge, attack, result, x, y)
-    assert rates["art"] > 0.2
-    assert abs(rates["art"] - rates["foolbox"]) <= PGD_TOLERANCE, rates
+        fooled[backend] = fooled_on_the_judge(judge, attack, result, x, y)
+    enough_to_compare(*fooled.values())
+    agree(fooled["art"], fooled["foolbox"])
 
 
 def test_foolbox_pgd_l2_and_targeted_stay_in_the_ball_and_fool(judge_and_data):
@@ -83,7 +85,7 @@ def test_foolbox_transfer_pgd_submits_each_example_once(judge_and_data):
 
 def test_hopskipjump_success_at_a_fixed_budget_agrees_across_backends(judge_and_data):
     judge, data, x, y = judge_and_data
-    rates = {}
+    fooled = {}
     for backend in ("art", "foolbox"):
         attack = HopSkipJump(eps=HSJ_EPS, backend=backend)
         oracle = make_oracle(judge, data, budget=HSJ_BUDGET)
@@ -91,9 +93,9 @@ def test_hopskipjump_success_at_a_fixed_budget_agrees_across_backends(judge_and_
             result = attack.run(x, y, kit(AttackerClient(oracle)))
         assert counter.rows == oracle.queries_total == int(result.queries.sum())
         assert result.queries.max() <= HSJ_BUDGET
-        rates[backend] = success_rate(judge, attack, result, x, y)
-    assert rates["art"] > 0.2
-    assert abs(rates["art"] - rates["foolbox"]) <= HSJ_TOLERANCE, rates
+        fooled[backend] = fooled_on_the_judge(judge, attack, result, x, y)
+    enough_to_compare(*fooled.values())
+    agree(fooled["art"], fooled["foolbox"])
 
 
 @pytest.mark.parametrize("budget", [1, 7, 50])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers.accounting import RowCounter, attackable, make_client, make_oracle, replay_budget
+from helpers.paired import enough_to_compare, no_less_success
 
 from gavel.attacks.base import AttackerKit
 from gavel.attacks.query.hopskipjump import HopSkipJump, HopSkipJumpL2
@@ -17,19 +18,14 @@ from gavel.targets.training import predict_labels
 # Measured on these 40 examples at a budget of 300 (seed 0): L-inf eps 0.1, ART 0.150, gavel 0.125; L2 eps 1.0,
 # ART 0.525, gavel 0.625 (60 examples, budgets 100/300/1000: within 0.02 of ART or above it). Both follow the
 # authors' code; ART asks about the original first, gavel draws its noise from other generators: success may
-# differ by a few examples.
-ART_TOLERANCE = 0.15
+# differ by a few examples, so the test asks that gavel fool not significantly fewer of the same examples
+# (McNemar, helpers.paired), not a margin tuned on one machine's weights.
 BUDGET = 300
 
 
 @pytest.fixture(scope="module")
 def judge_and_data(digits):
     return digits.judge, digits.data, *attackable(digits.judge, digits.data, 100, 40)
-
-
-def success_rate(judge, attack, result, x, y) -> float:
-    fooled = attack.goal.fooled(predict_labels(judge, result.x_adv), y) & attack.goal.within(result.x_adv, x)
-    return float(fooled.mean())
 
 
 def fooled_on_the_judge(judge, attack, result, x, y) -> np.ndarray:
@@ -110,7 +106,7 @@ def test_a_larger_budget_replays_the_smaller_one(judge_and_data):
 )
 def test_success_at_a_fixed_budget_is_at_least_arts(judge_and_data, make):
     judge, data, x, y = judge_and_data
-    rates = {}
+    found = {}
     for backend in ("art", "gavel"):
         attack = make(backend)
         oracle = make_oracle(judge, data, budget=BUDGET)
@@ -118,9 +114,9 @@ def test_success_at_a_fixed_budget_is_at_least_arts(judge_and_data, make):
             result = attack.run(x, y, AttackerKit(client=AttackerClient(oracle)))
         assert counter.rows == oracle.queries_total == int(result.queries.sum())
         assert result.queries.max() <= BUDGET
-        rates[backend] = success_rate(judge, attack, result, x, y)
-    assert rates["art"] > 0.05, rates  # else the comparison proves nothing
-    assert rates["gavel"] >= rates["art"] - ART_TOLERANCE, rates
+        found[backend] = fooled_on_the_judge(judge, attack, result, x, y)
+    enough_to_compare(*found.values())  # else the comparison proves nothing
+    no_less_success(found["gavel"], found["art"])
 
 
 def test_walks_back_from_a_hybrid_attackers_start(judge_and_data):
