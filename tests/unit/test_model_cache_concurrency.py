@@ -19,6 +19,7 @@ import filelock
 import numpy as np
 import pytest
 import torch
+from helpers.seed_shift import threads_for_tests
 
 import gavel.targets.training as training
 from gavel.targets.datasets import Pool
@@ -168,8 +169,9 @@ def test_writers_storing_one_key_at_once_never_crash(tmp_path, pool):
 
 
 def worker(cache_dirs, start, results):
-    """One parallel job: for each trial, wait for the others, then ask for the judge."""
-    torch.set_num_threads(1)
+    """One parallel job: for each trial, wait for the others, then ask for the judge (on the session's thread
+    count, which the model's key holds, so that the test can train the expected weights itself)."""
+    torch.set_num_threads(threads_for_tests())
     pool = make_pool()
     spec = spec_for(pool)
     training.train(spec, pool)  # warm up (the first Adam imports torch._dynamo) so the jobs reach the lock together
