@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from helpers.seed_shift import SEED_ENV, seed_shift, shift_training_seeds, threads_for_tests
+from helpers.seed_shift import seed_shift, shift_training_seeds, threads_for_tests
 
 import gavel.targets.training
 from gavel.experiments.config import compose_config
@@ -40,7 +40,6 @@ def isolated_stores(tmp_path_factory):
     os.environ["GAVEL_THREADS"] = str(threads_for_tests())
     if seed_shift():  # the processes tests start (`gavel run`, workers) shift their seeds too (sitecustomize)
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SEED_SHIFT_PATH, saved["PYTHONPATH"]) if p)
-        os.environ.setdefault(SEED_ENV, str(seed_shift()))
     yield root
     for key, value in saved.items():
         if value is None:
