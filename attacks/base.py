@@ -1,6 +1,6 @@
 """The attack contract.
 
-Hyperparameters go to `__init__` (keyword-only, typed with `attacks.params`, no model bound at construction,
+Hyperparameters go to `__init__` (keyword-only, typed with `targets.params`, no model bound at construction,
 as in foolbox); `run` gets the attacker's kit (`AttackerKit`: its client on the API, and what else its threat
 model gives it) and returns an `AttackResult`. Whether an attack succeeded is never taken from the attack:
 the runner re-checks every adversarial input on the judge against the attack's `Goal`.
@@ -15,9 +15,10 @@ from typing import Any, ClassVar, Hashable, Sequence
 import numpy as np
 from torch import nn
 
-from gavel.attacks.params import NonNegativeInt, declared_hyperparameters
 from gavel.targets.access import AccessPolicy, AttackerClient, ThreatModel
 from gavel.targets.datasets import Pool
+from gavel.targets.judges.base import FULL, Capabilities
+from gavel.targets.params import NonNegativeInt, declared_hyperparameters
 
 DISTANCE_TOLERANCE = 1e-6
 
@@ -171,9 +172,10 @@ class Attack(ABC):
         """The labels an attack library wants: the true ones, or the target verdict when targeted."""
         return np.full_like(y, self.target_class) if self.targeted else y
 
-    def check_access(self, policy: AccessPolicy) -> None:
-        """Raise `AccessDenied` if the policy does not give this attack what it needs."""
-        self.threat_model.check(policy)
+    def check_access(self, policy: AccessPolicy, capabilities: Capabilities = FULL, judge: str = "the judge") -> None:
+        """Raise `AccessDenied` if the policy, or the judge (what it offers), does not give this attack what it
+        needs."""
+        self.threat_model.check(policy, capabilities, judge)
 
     @abstractmethod
     def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:

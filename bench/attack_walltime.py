@@ -47,7 +47,7 @@ def settings_for(attack: str, n_examples: int, budget: int, extra: list[str]) ->
 def run(settings: RunSettings) -> dict:
     from gavel.experiments import runner  # after MLflow's store is chosen
 
-    return runner.run(settings, runner.load_data(settings))
+    return runner.run(settings, runner.prepare(settings))
 
 
 def main() -> None:

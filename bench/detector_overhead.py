@@ -93,7 +93,7 @@ def main() -> None:
     timed(oracle(), batches[:2])  # warm-up
     print(
         f"Detector overhead: {args.batches} queries of {args.batch_size} rows against a history of {args.history:,}, "
-        f"{settings.target.model.arch.name.value} judge on {settings.data.name.value}, "
+        f"{settings.target_instance.model.arch.name} judge on {settings.data.name}, "
         f"{torch.get_num_threads()} torch thread(s), median of {args.rounds} rounds"
     )
     us = 1e6 / (args.batches * args.batch_size)

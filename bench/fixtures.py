@@ -16,15 +16,15 @@ from pathlib import Path
 
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
-from gavel.targets.datasets import Dataset, load_dataset
-from gavel.targets.training import ModelSpec, get_or_train
+from gavel.targets.datasets import Dataset
+from gavel.targets.training import get_or_train
 
 
 def default_judge(overrides: list[str] = ()) -> tuple[RunSettings, Dataset, object]:
     """The settings, data and (cached) judge of `gavel run` with `overrides`."""
     settings = RunSettings.from_config(compose_config(list(overrides)))
-    data = load_dataset(settings.data)
-    spec = ModelSpec.of("judge", settings.target.model, settings.seed, data.judge, data.input_shape, data.n_classes)
+    data = settings.data_instance.load()
+    spec = settings.target_instance.spec(data, settings.seed, "cpu")
     return settings, data, get_or_train(spec, data.judge, settings.cache_dir).model
 
 

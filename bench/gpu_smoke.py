@@ -70,7 +70,7 @@ def main() -> int:
             settings = RunSettings.from_config(compose_config([*overrides, *common]))
             start = time.perf_counter()
             try:
-                metrics = runner.run(settings, runner.load_data(settings))
+                metrics = runner.run(settings, runner.prepare(settings))
             except Exception as error:  # report every run, then fail
                 print(f"  {' '.join(overrides):<45} FAILED: {type(error).__name__}: {error}")
                 failed = True

@@ -72,7 +72,7 @@ def main() -> None:
         seconds, rows, fooled = attack_seconds(judge, data, attack, output, x, y, args.budget)
         ratio = seconds / bare_seconds(judge, x, rows)
         print(f"  {name:<26} {seconds:6.1f} s  {rows:8d} rows  ratio {ratio:5.1f}  (success {fooled:.3f})")
-    estimator = pytorch_estimator(judge, data.input_shape, 10)
+    estimator = pytorch_estimator(judge, data.input_shape, data.n_classes, "cpu")
     art = SquareAttack(
         estimator, norm=np.inf, eps=0.1, max_iter=args.budget, nb_restarts=1, batch_size=256, verbose=False
     )

@@ -16,20 +16,21 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from gavel.attacks.params import conforms, declared_hyperparameters, describe_type
 from gavel.targets.access import AccessPolicy, Output, ThreatModel
 from gavel.targets.access.shield import Shield
+from gavel.targets.params import conforms, declared_hyperparameters, describe_type
 
 ALL_OUTPUTS = (Output.LOGITS, Output.PROBABILITIES, Output.LABEL)
 
 
 @dataclass(frozen=True)
 class OperatorKit:
-    """What the operator deploys a defense with: its own training data (to train an encoder, to set a
-    detector's threshold at a target false-positive rate), a seed, the device and the model cache."""
+    """What the operator deploys a defense with: its own data (to train an encoder, to set a detector's threshold at a
+    target false-positive rate; None where the data names none, which only a defense that needs none is deployed
+    with), a seed, the device and the model cache."""
 
-    benign_x: np.ndarray
-    benign_y: np.ndarray
+    benign_x: np.ndarray | None
+    benign_y: np.ndarray | None
     n_classes: int
     seed: int
     device: str = "cpu"
@@ -41,6 +42,8 @@ class Defense(ABC):
     """none | output (output hiding) | detection (stateful detector with bans) | randomised | ..."""
     outputs: ClassVar[tuple[Output, ...]] = ALL_OUTPUTS
     """The API outputs (`access.output`) the defense applies to."""
+    needs_operator_data: ClassVar[bool] = False
+    """Whether it is deployed with the operator's own data (`OperatorKit.benign_x`): a detector's threshold."""
 
     def check(self, policy: AccessPolicy, threat_model: ThreatModel, name: str) -> None:
         """Refuse (ValueError, one line naming the key and what is allowed) a deployment that cannot apply."""

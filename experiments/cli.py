@@ -1,9 +1,10 @@
 """The `gavel` command.
 
 gavel run [OVERRIDES...] [--multirun]   run an experiment (Hydra overrides, e.g. attack=square access.budget=100)
-gavel gate --policy FILE [--out DIR] [--run]
+gavel gate --policy FILE [--out DIR] [--run [OVERRIDES...]]
                                         check robustness thresholds against the newest runs (exit 0 pass,
-                                        1 a threshold failed, 2 error); --run runs the policy's experiment first
+                                        1 a threshold failed, 2 error); --run runs the policy's experiment first,
+                                        with OVERRIDES after its own (target=torchscript target.path=model.pt)
 gavel report --experiment NAME [--sweep ID] [--out DIR]
                                         a sweep's runs as one HTML file plus Markdown (intervals, curves,
                                         Kaplan-Meier, provenance), logged to the sweep's parent run
@@ -101,12 +102,13 @@ def gate_command(args: list[str]) -> int:
     parser.add_argument("--policy", required=True, type=Path, help="a policy YAML, e.g. conf/gate/ci.yaml")
     parser.add_argument("--out", type=Path, default=Path("gate"), help="where summary.json and gate.xml go")
     parser.add_argument("--run", action="store_true", help="run the policy's experiment first")
+    parser.add_argument("overrides", nargs="*", help="with --run: gavel run overrides after the policy's own")
     try:
         options = parser.parse_args(args)
     except SystemExit as exit_:
         return 2 if exit_.code else 0
     try:
-        return gate(options.policy, options.out, run_first=options.run)
+        return gate(options.policy, options.out, run_first=options.run, overrides=options.overrides)
     except (PolicyError, MlflowException) as error:
         print(f"gavel: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -12,8 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def adversarial_grid(x: np.ndarray, x_adv: np.ndarray, labels, initial, final, success, max_columns: int = 8):
-    """A figure of up to `max_columns` attacked examples, successful ones first."""
+def adversarial_grid(
+    x: np.ndarray, x_adv: np.ndarray, labels, initial, final, success, class_names=None, max_columns: int = 8
+):
+    """A figure of up to `max_columns` attacked examples, successful ones first; verdicts by their class names."""
+    name = (lambda label: str(label)) if class_names is None else (lambda label: class_names[int(label)])
     order = np.argsort(~np.asarray(success), kind="stable")[:max_columns]
     columns = max(len(order), 1)
     channels, height, width = x.shape[1:]
@@ -25,7 +28,8 @@ def adversarial_grid(x: np.ndarray, x_adv: np.ndarray, labels, initial, final, s
         for row, (image, verdict) in enumerate(((x[i], initial[i]), (x_adv[i], final[i]))):
             top, left = row * tile_h + pad, column * tile_w
             mosaic[top : top + height, left : left + width] = np.transpose(image, (1, 2, 0))
-            title = f"y={labels[i]} -> {verdict}" if row else f"y={labels[i]}: {verdict}"
+            truth, said = name(labels[i]), name(verdict)
+            title = f"y={truth} -> {said}" if row else f"y={truth}: {said}"
             color = "red" if row and success[i] else "black"
             ax.text(left + width / 2, top - 0.5, title, ha="center", va="bottom", fontsize=8, color=color)
     image = mosaic[..., 0] if channels == 1 else mosaic

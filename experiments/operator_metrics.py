@@ -86,8 +86,11 @@ def detection_metrics(oracle: Oracle, result: AttackResult) -> dict[str, float]:
 
 
 def benign_pool(data: Dataset, n_examples: int) -> np.ndarray:
-    """Held-out honest inputs: the evaluation pool past the examples used, then the attacker's pool. Neither
-    trained the judge nor set a detector's threshold (that is the operator's own training data)."""
+    """Held-out honest inputs: the data's own honest pool (the half of the user's `data.operator` that set no
+    threshold), else the evaluation pool past the examples used, then the attacker's pool. None of them trained the
+    judge or set a detector's threshold."""
+    if data.honest is not None:
+        return data.honest.x
     return np.concatenate([data.eval.x[n_examples:], data.attacker.x])
 
 

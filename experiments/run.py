@@ -55,11 +55,12 @@ def main(cfg: DictConfig) -> dict[str, float]:
     stop_on_sigterm()  # in a launcher's worker process too
     hydra_cfg = HydraConfig.get()
     sweep_id = tracking.sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    # Only the config and the data are config errors (one line, exit 2); from here on an error fails the run.
+    # Only the config, the data and a foreign judge are config errors (one line, exit 2); from here on an error fails
+    # the run.
     try:
         with config_errors_exit():
             settings = RunSettings.from_config(cfg)
-            data = runner.load_data(settings)
+            prepared = runner.prepare(settings)
             if hydra_cfg.mode == RunMode.RUN:  # a sweep checked the store before its first job (gavel's sweeper)
                 tracking.check_tracking_store()
     except SystemExit:
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
             remove_output_folder(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
         raise
     try:
-        metrics = runner.run(settings, data, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
+        metrics = runner.run(settings, prepared, sweep_id=sweep_id, overrides=list(hydra_cfg.overrides.task))
     except tracking.TrackingStoreError as error:  # the store refused the run: nothing was trained or recorded
         print(f"gavel: {error}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.RUN:

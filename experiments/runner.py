@@ -1,11 +1,12 @@
 """One job, in named stages:
 
-    provision (data, judge, defense, Oracle) -> select examples -> attack -> audit the ledger -> evaluate
-        -> measure the operator's side (the defense's cost and catch) -> record
+    prepare (data, a foreign judge: loaded and checked, before any run)
+    -> provision (a trained judge, the defense, the Oracle) -> select examples -> attack -> audit the ledger
+    -> evaluate -> measure the operator's side (the defense's cost and catch) -> record
 
-Config errors are found before `run` (`RunSettings.from_config`); data that cannot be loaded stops the job
-before an MLflow run starts. Everything from the judge on happens inside the run, which ends FAILED if any
-stage raises.
+Config errors are found before `run` (`RunSettings.from_config`); data or a judge that cannot be used stops the job
+in `prepare`, before an MLflow run starts (one line, exit status 2). Everything after happens inside the run, which
+ends FAILED if any stage raises.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from gavel.defenses.base import OperatorKit
 from gavel.experiments import operator_metrics, tracking
 from gavel.experiments.figures import adversarial_grid
 from gavel.experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
-from gavel.experiments.models import build_surrogate, cached_model
+from gavel.experiments.models import build_surrogate
 from gavel.experiments.operator_metrics import OperatorReport
 from gavel.experiments.settings import Device, RunSettings
-from gavel.targets.access import SHARED, AttackerClient, Oracle, Shield
-from gavel.targets.datasets import Dataset, load_dataset
+from gavel.experiments.validation import ConfigError
+from gavel.targets.access import SHARED, AccessDenied, AttackerClient, Oracle, Output, Shield
+from gavel.targets.datasets import Dataset
+from gavel.targets.judges.base import FULL, Capabilities, ProvidedJudge
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,22 @@ def resolve_device(device: Device) -> str:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """What a job needs before its run starts: the data, and a foreign judge loaded and checked against it (None:
+    a judge gavel trains inside the run)."""
+
+    data: Dataset
+    judge: ProvidedJudge | None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return FULL if self.judge is None else self.judge.capabilities
+
+
+@dataclass(frozen=True)
 class Provisioned:
-    """The operator's side, set up: the evaluation data, the judge as trained, the defense deployed around it
-    (its shield), and the Oracle in front. Verdicts are the Oracle's: what the operator's API returns."""
+    """The operator's side, set up: the evaluation data, the judge, the defense deployed around it (its shield),
+    and the Oracle in front. Verdicts are the Oracle's: what the operator's API returns."""
 
     data: Dataset
     judge: nn.Module
@@ -59,26 +75,76 @@ class Selection:
     attacked: np.ndarray
 
 
-def load_data(settings: RunSettings) -> Dataset:
-    """Before any run is recorded: a missing data folder stops the job here."""
-    return load_dataset(settings.data)
+class RefusedByTheJudge(ConfigError):
+    """The attack or the API needs what the judge does not offer (gradients, scores): a sweep leaves the job out
+    and says so; a single job stops, one line, exit status 2."""
 
 
-def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overrides: list[str] = ()) -> dict:
+def prepare(settings: RunSettings) -> Prepared:
+    """Before any run is recorded: the data, for the judge's input; a foreign judge loaded and checked against it;
+    and what the data and the judge must give the attack and the defense. Anything missing or unusable is a
+    `SourceError` or a `ConfigError` naming the key, and nothing is recorded."""
+    prepared = load_inputs(settings)
+    check_prepared(settings, prepared)
+    return prepared
+
+
+def load_inputs(settings: RunSettings) -> Prepared:
+    """The data, for the judge's input, and a foreign judge loaded and checked against it."""
+    torch.set_num_threads(settings.threads_for("provision"))
+    source = settings.target_instance
+    data = settings.data_instance.load(source.input_shape)
+    return Prepared(data, source.prepare(data, resolve_device(settings.device)))
+
+
+def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
+    """What the attack, the API and the defense need of the data and the judge, now that both are known."""
+    data, attack = prepared.data, settings.attack_instance
+    judge = "the judge" if prepared.judge is None else f"target={settings.target.name} ({prepared.judge.description})"
+    try:
+        attack.check_access(settings.access, prepared.capabilities, judge)
+    except AccessDenied as denied:
+        raise RefusedByTheJudge(f"attack={settings.attack.name}: {denied}") from None
+    if settings.access.output != Output.LABEL and not prepared.capabilities.scores:
+        raise RefusedByTheJudge(
+            f"access.output={settings.access.output.value}: {judge} answers with a label only; allowed: label"
+        )
+    if attack.targeted and attack.target_class >= data.n_classes:
+        raise ConfigError(
+            f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1} "
+            f"(data={settings.data.name} has {data.n_classes} classes)"
+        )
+    needs_own_data = attack.needs_attacker_data or (
+        attack.threat_model.surrogate and settings.surrogate_instance.knowledge != "leaked"
+    )
+    if needs_own_data and len(data.attacker) == 0:
+        raise ConfigError(
+            f"data.attacker=None: attack={settings.attack.name} needs the attacker's own data; "
+            "allowed: a path with the attacker's examples, or an attack that needs none (score- or decision-based)"
+        )
+    if settings.defense_instance.needs_operator_data and data.operator is None:
+        raise ConfigError(
+            f"data.operator=None: defense={settings.defense.name} calibrates on the operator's own data; "
+            "allowed: a path with the operator's held-out examples (or data.judge_train)"
+        )
+
+
+def run(settings: RunSettings, prepared: Prepared, sweep_id: str | None = None, overrides: list[str] = ()) -> dict:
     """One experiment, one MLflow run (tagged with its sweep and the job's command-line overrides).
     Returns the run's metrics."""
     attack = settings.attack_instance
     with tracking.mlflow_run(settings, sweep_id, overrides):
-        provisioned = provision(settings, data)
+        provisioned = provision(settings, prepared)
+        data = provisioned.data
         selection = select_examples(settings, provisioned, attack)
-        tracking.log_evaluation_data(selection.x, selection.y, settings.data.name.value)
+        tracking.log_evaluation_data(selection.x, selection.y, settings.data.name)
         client = AttackerClient(provisioned.oracle)
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
         evaluation = evaluate_result(provisioned, selection, attack, result)
         operator = measure_operator(settings, provisioned, selection, result)
         evaluation.metrics.update(operator.metrics)
-        record(evaluation, selection, result, operator.figures)
+        record(evaluation, selection, result, operator.figures, data.class_names)
         tracking.describe_run(settings, evaluation.metrics)
     m = evaluation.metrics
     queries = (
@@ -100,14 +166,20 @@ def run(settings: RunSettings, data: Dataset, sweep_id: str | None = None, overr
     return m
 
 
-def provision(settings: RunSettings, data: Dataset) -> Provisioned:
-    """The judge (trained once, cached), the operator's defense around it, and the Oracle in front."""
+def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
+    """The judge (a foreign one as prepared; a trained one trained once, cached), the operator's defense around
+    it, and the Oracle in front; the run records where the judge came from."""
     torch.set_num_threads(settings.threads_for("provision"))
     device = resolve_device(settings.device)
-    judge_model = cached_model(
-        "judge", settings.target.model, data.judge, settings.seed, data, settings.cache_dir, device
-    ).model
-    operator = OperatorKit(data.judge.x, data.judge.y, data.n_classes, settings.seed, device, settings.cache_dir)
+    data = prepared.data
+    judge = prepared.judge or settings.target_instance.provide(data, settings.seed, settings.cache_dir, device)
+    tracking.log_judge(judge, data)
+    judge_model = judge.model
+    own = data.operator
+    operator = OperatorKit(
+        None if own is None else own.x, None if own is None else own.y, data.n_classes, settings.seed, device,
+        settings.cache_dir,
+    )  # fmt: skip
     shield = settings.defense_instance.deploy(judge_model, operator)
     oracle = Oracle(
         judge_model,
@@ -146,7 +218,12 @@ def run_attack(
     surrogate = None
     if attack.threat_model.surrogate:
         surrogate = build_surrogate(
-            settings.surrogate, provisioned.data, client, settings.seed + 1, settings.cache_dir, provisioned.device
+            settings.surrogate_instance,
+            provisioned.data,
+            client,
+            settings.seed + 1,
+            settings.cache_dir,
+            provisioned.device,
         )
     kit = AttackerKit(
         client=client,
@@ -205,7 +282,9 @@ def measure_operator(
     )
 
 
-def record(evaluation: Evaluation, selection: Selection, result: AttackResult, figures: dict) -> None:
+def record(
+    evaluation: Evaluation, selection: Selection, result: AttackResult, figures: dict, class_names: tuple[str, ...]
+) -> None:
     attacked = evaluation.per_example["attacked"]
     pe = evaluation.per_example
     grid = adversarial_grid(
@@ -215,5 +294,6 @@ def record(evaluation: Evaluation, selection: Selection, result: AttackResult, f
         pe["initial_prediction"][attacked],
         pe["final_prediction"][attacked],
         pe["success"][attacked],
+        class_names,
     )
     tracking.log_evaluation(evaluation, per_example_csv(pe), {"adversarial_grid.png": grid, **figures})

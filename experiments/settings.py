@@ -7,9 +7,13 @@ allowed, before anything is trained or recorded.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
+import dataclasses
 import os
 import tempfile
+import types
+import typing
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,17 +26,19 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gavel.attacks.base import Attack
 from gavel.attacks.extraction import ExtractionSpec
-from gavel.attacks.extraction.base import METHODS
-from gavel.attacks.params import Range
+from gavel.attacks.surrogate.base import Surrogate
 from gavel.defenses.base import Defense
 from gavel.defenses.benign import BenignMix, BenignStreamSpec
 from gavel.experiments.config import group_options
-from gavel.experiments.models import Knowledge, SurrogateSpec
-from gavel.experiments.validation import SEED_MAX, ConfigError, Node, check_hyperparameter, hyperparameters
+from gavel.experiments.validation import ConfigError, Node, check_hyperparameter, hyperparameters
 from gavel.targets.access import AccessDenied, AccessPolicy
-from gavel.targets.datasets import PROXIES, DatasetName, DataSpec, PoolLimits, Split
-from gavel.targets.models import Architecture, ArchName
-from gavel.targets.training import ModelConfig, Recipe
+from gavel.targets.architectures.base import Architecture
+from gavel.targets.data.base import DataSource
+from gavel.targets.judges.base import JudgeSource
+from gavel.targets.params import SEED_MAX, BadValue, Range
+
+DOORS = (Architecture, DataSource, JudgeSource, Surrogate)
+"""The kinds of component a config builds by `_target_` inside another's keys (`target.arch`)."""
 
 NOT_HYPERPARAMETERS = ("_target_", "name")
 POSITIVE = Range(above=0)
@@ -56,14 +62,6 @@ class Component:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    """The judge: the option's name and its architecture and training recipe."""
-
-    name: str
-    model: ModelConfig
-
-
-@dataclass(frozen=True)
 class RunSettings:
     experiment_name: str
     run_label: str | None
@@ -75,9 +73,12 @@ class RunSettings:
     oracle_batch_size: int
     threads: int | None
     """torch threads; None: the machine's cores, one for query attacks (`threads_for`)."""
-    data: DataSpec
-    target: TargetSpec
-    surrogate: SurrogateSpec
+    data: Component
+    """The data source (`data=`)."""
+    target: Component
+    """The judge's source (`target=`): trained by gavel, or the user's own."""
+    surrogate: Component
+    """The attacker's surrogate and what it knows (`surrogate=`)."""
     access: AccessPolicy
     attack: Component
     defense: Component
@@ -107,6 +108,18 @@ class RunSettings:
         return self.attack.instance
 
     @property
+    def data_instance(self) -> DataSource:
+        return self.data.instance
+
+    @property
+    def target_instance(self) -> JudgeSource:
+        return self.target.instance
+
+    @property
+    def surrogate_instance(self) -> Surrogate:
+        return self.surrogate.instance
+
+    @property
     def defense_instance(self) -> Defense:
         return self.defense.instance
 
@@ -120,9 +133,8 @@ class RunSettings:
             where = error.full_key or "config"
             raise ConfigError(f"{where}: cannot be resolved ({error.msg}); allowed: a plain value") from None
         top = Node(resolved)
-        data = read_data(top.child("data"))
-        target_node = top.child("target")
-        target = TargetSpec(_name(target_node), read_model(target_node))
+        data = read_door(top.child("data"), DataSource)
+        target = read_door(top.child("target"), JudgeSource)
         device = top.choice("device", Device)
         if device == Device.CUDA:
             import torch
@@ -138,10 +150,9 @@ class RunSettings:
         experiment_name = top.text("experiment_name", meaning="a non-empty MLflow experiment name")
         run_label = top.text("run_label", optional=True, meaning="a label for the run's name")
         access = read_access(top.child("access"))
-        attack = read_attack(top.child("attack"), seed, access, data.name)
-        surrogate = read_surrogate(
-            top.child("surrogate"), data.name, access, used=attack.instance.threat_model.surrogate
-        )
+        attack = read_attack(top.child("attack"), seed, access)
+        surrogate = read_door(top.child("surrogate"), Surrogate)
+        check_surrogate(surrogate, data, access, used=attack.instance.threat_model.surrogate)
         defense = read_component(top.child("defense"), "defense", Defense)
         try:
             defense.instance.check(access, attack.instance.threat_model, defense.name)
@@ -192,58 +203,6 @@ def _name(node: Node) -> str:
     return node.text("name", meaning="the option's name")
 
 
-def read_data(node: Node) -> DataSpec:
-    name = node.choice("name", DatasetName)
-    split_node = node.child("split")
-    judge = split_node.number("judge", POSITIVE)
-    attacker = split_node.number("attacker", POSITIVE)
-    if name == DatasetName.DIGITS:
-        split = Split(judge, attacker, split_node.number("eval", POSITIVE))
-        limits = PoolLimits()
-    else:
-        split = Split(judge, attacker)
-        limit_node = node.child("limit")
-        limits = PoolLimits(
-            *(limit_node.integer(pool, minimum=1, optional=True) for pool in ("judge", "attacker", "eval"))
-        )
-    root = node.text("root", optional=True, meaning="a folder")
-    if name != DatasetName.DIGITS and root is None:
-        raise ConfigError(f"data.root=None: {name} loads from a local torchvision folder; allowed: a folder")
-    return DataSpec(
-        name=name,
-        root=root,
-        download=node.boolean("download"),
-        split_seed=node.integer("split_seed", minimum=0, maximum=SEED_MAX),
-        split=split,
-        limit=limits,
-    )
-
-
-def read_model(node: Node) -> ModelConfig:
-    """A judge's or one surrogate member's architecture and training recipe."""
-    arch = node.child("arch")
-    name = arch.choice("name", ArchName)
-    if name == ArchName.CNN:
-        architecture = Architecture(name, width=arch.integer("width", minimum=1))
-    elif name == ArchName.MLP:
-        hidden = arch.raw("hidden", "a list of positive integers")
-        if not isinstance(hidden, list) or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-        ):
-            arch.fail("hidden", hidden, "a list of positive integers (hidden layer sizes)")
-        architecture = Architecture(name, hidden=tuple(hidden))
-    else:
-        architecture = Architecture(name)
-    train = node.child("train")
-    recipe = Recipe(
-        epochs=train.integer("epochs", minimum=1),
-        batch_size=train.integer("batch_size", minimum=1),
-        lr=train.number("lr", POSITIVE),
-        weight_decay=train.number("weight_decay", Range(minimum=0)),
-    )
-    return ModelConfig(architecture, recipe)
-
-
 def read_access(node: Node) -> AccessPolicy:
     try:
         return AccessPolicy.from_mapping(dict(node.values))
@@ -251,51 +210,25 @@ def read_access(node: Node) -> AccessPolicy:
         raise ConfigError(str(error)) from None
 
 
-def read_surrogate(node: Node, dataset: DatasetName, access: AccessPolicy, used: bool) -> SurrogateSpec:
-    """`used`: whether the attack crafts on a surrogate; only then must its labels be affordable."""
-    if node.has("members"):
-        members_node = node.child("members")
-        names = tuple(members_node.values)
-        if not names:
-            raise ConfigError("surrogate.members={}: allowed: one or more members, each with arch and train")
-        members = tuple(read_model(members_node.child(name)) for name in names)
-    else:
-        members = (read_model(node),)
-    knowledge = node.choice("knowledge", Knowledge)
-    fraction = node.number("data_fraction", Range(above=0, maximum=1))
-    proxy = node.text("proxy", meaning="a proxy data set")
-    if knowledge == Knowledge.PROXY:
-        proxy = node.one_of("proxy", PROXIES[dataset])
-    extraction = read_extraction(node.child("extraction"))
-    if knowledge == Knowledge.EXTRACTED:
-        if len(members) > 1:
-            raise ConfigError(
-                "surrogate=ensemble with surrogate.knowledge=extracted: each member would buy its own labels; "
-                "allowed: an ensemble with leaked, same_distribution or proxy knowledge, or one extracted surrogate"
-            )
-        if used:
-            _check_labels_can_be_bought(extraction, access)
-    return SurrogateSpec(
-        name=_name(node),
-        members=members,
-        knowledge=knowledge,
-        data_fraction=fraction,
-        proxy=proxy,
-        proxy_root=node.text("proxy_root", optional=True, meaning="a folder"),
-        extraction=extraction,
-    )
-
-
-def read_extraction(node: Node) -> ExtractionSpec:
-    return ExtractionSpec(
-        method=node.one_of("method", METHODS),
-        label_budget=node.integer("label_budget", minimum=1),
-        use_probability=node.boolean("use_probability"),
-        sampling=node.one_of("sampling", ("random", "adaptive")),
-        seed_size=node.integer("seed_size", minimum=1),
-        step=node.number("step", POSITIVE),
-        tau=node.integer("tau", minimum=1),
-    )
+def check_surrogate(surrogate: Component, data: Component, access: AccessPolicy, used: bool) -> None:
+    """What the surrogate's knowledge needs of the data; `used`: whether the attack crafts on a surrogate (only
+    then must the judge's training data be known, and labels affordable)."""
+    spec: Surrogate = surrogate.instance
+    source: DataSource = data.instance
+    if spec.knowledge == "proxy" and spec.proxy not in source.proxies:
+        raise ConfigError(
+            f"surrogate.proxy={spec.proxy!r}: no proxy of that name for data={data.name}; "
+            f"allowed: {', '.join(source.proxies)}"
+        )
+    if not used:
+        return
+    if spec.knowledge == "leaked" and not source.knows_judge_training_data:
+        raise ConfigError(
+            "surrogate.knowledge=leaked: the judge's training data is not known (data.judge_train=None); "
+            "allowed: data.judge_train=PATH, or surrogate.knowledge=same_distribution, proxy or extracted"
+        )
+    if spec.knowledge == "extracted":
+        _check_labels_can_be_bought(spec.extraction, access)
 
 
 def _check_labels_can_be_bought(extraction: ExtractionSpec, access: AccessPolicy) -> None:
@@ -327,15 +260,114 @@ def read_component(node: Node, group: str, base: type) -> Component:
     return Component(name, cls, MappingProxyType(params), instance)
 
 
-def read_attack(node: Node, seed: int, access: AccessPolicy, dataset: DatasetName) -> Component:
+def read_door(node: Node, base: type) -> Component:
+    """A config group's option built by its `_target_` (`data`, `target`, `surrogate`): every key but `_target_`
+    and `name` one of the class's typed hyperparameters, read by `read_typed` (nested doors and dataclasses too)."""
+    name = _name(node)
+    cls = _component_class(node, node.path, base)
+    params = read_hyperparameters(node, cls, f"{node.path}={name}", skip=NOT_HYPERPARAMETERS)
+    return Component(name, cls, MappingProxyType(params), _construct(cls, params, node.path, f"{node.path}={name}"))
+
+
+def read_nested_door(node: Node, base: type) -> Any:
+    """A door within a door (`target.arch`): its class by `_target_`, every other key a hyperparameter."""
+    target = node.raw("_target_", f"an importable {base.__name__} class")
+    try:
+        cls = get_class(target)
+    except Exception:
+        raise ConfigError(f"{node.key('_target_')}={target!r}: not importable; allowed: an importable "
+                          f"{base.__name__} class") from None  # fmt: skip
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise ConfigError(f"{node.key('_target_')}={target!r}: not a {base.__name__}")
+    params = read_hyperparameters(node, cls, cls.__name__, skip=("_target_",))
+    return _construct(cls, params, node.path, node.path)
+
+
+def _construct(cls: type, params: dict, path: str, owner: str) -> Any:
+    """`cls(**params)`; a value its own checks refuse is a config error naming its key."""
+    try:
+        return cls(**params)
+    except BadValue as error:
+        raise ConfigError(error.at(path)) from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{owner}: {error}") from None
+
+
+def read_hyperparameters(node: Node, cls: type, owner: str, skip: tuple[str, ...]) -> dict[str, Any]:
+    allowed = hyperparameters(cls)
+    params = {}
+    for key, value in node.values.items():
+        if key in skip:
+            continue
+        if key not in allowed:
+            raise ConfigError(f"{node.key(key)}: not a parameter of {owner}; allowed: {', '.join(allowed) or 'none'}")
+        params[key] = read_typed(value, node.key(key), allowed[key])
+    return params
+
+
+def read_typed(value: Any, key: str, hint: Any) -> Any:
+    """A config value as the type its class declares: a nested door (a class with `_target_`), a dataclass (field
+    by field), a mapping of either (`Mapping[str, X]`), or a plain value checked against the type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        structured = [arg for arg in args if arg is not type(None) and _structured(arg)]
+        if len(structured) == 1:
+            return read_typed(value, key, structured[0])
+    if _structured(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}={value!r}: allowed: a group of keys ({_what(hint)})")
+        node = Node(value, key)
+        if dataclasses.is_dataclass(hint):
+            return read_dataclass(node, hint)
+        return read_nested_door(node, hint)
+    if origin in (dict, Mapping, collections.abc.Mapping) and len(args) == 2 and _structured(args[1]):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}={value!r}: allowed: a group of keys, each {_what(args[1])}")
+        return {name: read_typed(item, f"{key}.{name}", args[1]) for name, item in value.items()}
+    check_hyperparameter(key, value, hint)
+    return value
+
+
+def read_dataclass(node: Node, cls: type) -> Any:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in node.values:
+        if key not in fields:
+            raise ConfigError(f"{node.key(key)}: no such key; allowed keys under {node.path}: {', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        if name in node.values:
+            values[name] = read_typed(node.values[name], node.key(name), hints[name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{node.key(name)}: missing; allowed: {_what(hints[name])}")
+    try:
+        return cls(**values)
+    except BadValue as error:
+        raise ConfigError(error.at(node.path)) from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{node.path}: {error}") from None
+
+
+def _structured(hint: Any) -> bool:
+    """Whether values of `hint` are groups of keys gavel reads field by field: a dataclass or a door."""
+    return isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, DOORS))
+
+
+def _what(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return ", ".join(f.name for f in dataclasses.fields(hint))
+    return f"_target_: an importable {hint.__name__} class, and its hyperparameters"
+
+
+def read_attack(node: Node, seed: int, access: AccessPolicy) -> Component:
     name = _name(node)
     cls = _component_class(node, "attack", Attack)
     params = _hyperparameters(node, "attack", name, cls)
     _check_eps(node, cls.norm)
     if params.get("targeted") and params.get("target_class") is None:
         raise ConfigError("attack.target_class=None: allowed: a class index (the verdict to force)")
-    if params.get("targeted") and params["target_class"] >= dataset.n_classes:
-        raise ConfigError(f"attack.target_class={params['target_class']}: allowed: 0 to {dataset.n_classes - 1}")
     if node.has("query"):  # a hybrid attacker's query stage: its own class and typed hyperparameters
         query = node.child("query")
         query_cls = _component_class(query, "attack.query", Attack)

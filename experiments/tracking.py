@@ -212,7 +212,7 @@ def run_name(settings: RunSettings) -> str:
     if attack.targeted:
         parts.append(f"t{attack.target_class}")
     if attack.threat_model.surrogate:
-        parts.append(settings.surrogate.knowledge.value)
+        parts.append(settings.surrogate_instance.knowledge)
     if settings.defense.name != "none":
         parts.append(settings.defense.name)
     name = "-".join([*parts, settings.target.name, f"s{settings.seed}"])
@@ -312,7 +312,7 @@ def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
     queries = f", {budget} queries per example" if attack.threat_model.charged_queries else ""
     return (
         f"{settings.attack.name} ({attack.threat_model.name.replace('_', '-')}, {eps}) against the "
-        f"{settings.target.name} judge on {settings.data.name.value}, {settings.access.output.value} API{queries}, "
+        f"{settings.target.name} judge on {settings.data.name}, {settings.access.output.value} API{queries}, "
         f"defense {settings.defense.name}: success {metrics['attack_success_rate']:.3f} "
         f"[{metrics['attack_success_rate_ci_low']:.3f}, {metrics['attack_success_rate_ci_high']:.3f}] over "
         f"{int(metrics['n_attacked'])} attacked examples."
@@ -390,7 +390,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         "norm": "patch" if attack.norm is None else f"L{attack.norm}",
         "attack": settings.attack.name,
         "judge": settings.target.name,
-        "dataset": settings.data.name.value,
+        "dataset": settings.data.name,
         "access.output": settings.access.output.value,
         "access.weights": settings.access.weights.value,
         "defense": settings.defense.name,
@@ -447,6 +447,20 @@ def runs_page(experiment: str) -> str:
 
 def describe_run(settings: RunSettings, metrics: dict[str, float]) -> None:
     mlflow.set_tag(NOTE, run_description(settings, metrics))
+
+
+CLASSES_TAG = "dataset.classes"
+"""The data's class names, in label order, joined by ", " (cut short, with their count, past MLflow's limit on a
+tag's value)."""
+
+
+def log_judge(judge, data) -> None:
+    """Where the judge came from (a foreign file's SHA-256, a registry's URI and version, a trained judge's cache
+    key), and the classes it judges."""
+    names = ", ".join(data.class_names)
+    if len(names) > MAX_TAG_LENGTH:
+        names = names[: MAX_TAG_LENGTH - 40].rsplit(", ", 1)[0] + f", ... ({data.n_classes} classes)"
+    mlflow.set_tags({**judge.tags, CLASSES_TAG: names, "dataset.n_classes": str(data.n_classes)})
 
 
 def log_evaluation_data(x, y, dataset: str) -> None:

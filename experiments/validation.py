@@ -18,11 +18,9 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from gavel.attacks.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
 from gavel.experiments.config import CONF_DIR, GROUPS, compose_config, group_options
-
-SEED_MAX = 2**32 - 1
-"""Seeds reach numpy's legacy generator in some attack libraries, which takes 32 bits."""
+from gavel.targets.errors import SourceError
+from gavel.targets.params import Range, conforms, declared_hyperparameters, describe_type, is_int, is_number
 
 
 class ConfigError(ValueError):
@@ -34,7 +32,7 @@ def config_errors_exit():
     """Turn a config or data error into one line on stderr and exit status 2, before anything is written."""
     try:
         yield
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, SourceError) as error:
         print(f"gavel: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -12,6 +12,11 @@ the newest FINISHED run of each configuration, and checks one metric of each:
 With `--run` only the runs that run made are checked; without, the newest run of every configuration the
 experiment holds (an old configuration stays in the gate until its runs are deleted).
 
+A policy can pin the judge (`judge:` with `sha256`, the SHA-256 of the judge's file; `uri` and `model_version`, a
+registry's; `key`, the cache key of a judge gavel trains): every checked run must have judged exactly that one,
+else the gate is an error (exit 2), whatever its thresholds say: a gate on another file than the one the policy
+names proves nothing about it.
+
 Exit status 0 when every check passes, 1 when one fails, 2 for an error (a malformed policy, no matching run).
 It prints a table, writes `summary.json` and JUnit XML (`gate.xml`) to `--out`, and tags every checked run
 `gate.<policy name>` = pass | fail.
@@ -39,6 +44,8 @@ TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "ju
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
 THRESHOLD_KEYS = ("name", "where", "metric", "max", "min", "bound", "baseline", "max_increase", "max_decrease")
 BOUNDS = ("interval", "point")
+PINS = {"sha256": "judge.sha256", "uri": "judge.uri", "model_version": "judge.model_version", "key": "judge_key"}
+"""A policy's `judge:` keys, and the run tags each must equal."""
 
 
 class PolicyError(ValueError):
@@ -70,8 +77,18 @@ class Check:
     passed: bool
 
 
-def load_policy(path: Path) -> tuple[str, str, list[str], list[Threshold]]:
-    """(policy name, experiment, `gavel run` arguments for --run, thresholds)."""
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    experiment: str
+    run: list[str]
+    """`gavel run`'s arguments for --run."""
+    thresholds: list[Threshold]
+    judge: dict[str, str]
+    """The judge every checked run must have judged: run tag -> value (`PINS`)."""
+
+
+def load_policy(path: Path) -> Policy:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as error:
@@ -80,9 +97,9 @@ def load_policy(path: Path) -> tuple[str, str, list[str], list[Threshold]]:
         raise PolicyError(f"--policy {path}: not YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"--policy {path}: allowed: a mapping with experiment and thresholds")
-    unknown = sorted(set(raw) - {"experiment", "run", "thresholds"})
+    unknown = sorted(set(raw) - {"experiment", "run", "thresholds", "judge"})
     if unknown:
-        raise PolicyError(f"policy.{unknown[0]}: no such key; allowed: experiment, run, thresholds")
+        raise PolicyError(f"policy.{unknown[0]}: no such key; allowed: experiment, run, thresholds, judge")
     experiment = raw.get("experiment")
     if not isinstance(experiment, str) or not experiment:
         raise PolicyError(f"policy.experiment={experiment!r}: allowed: an MLflow experiment name")
@@ -95,7 +112,33 @@ def load_policy(path: Path) -> tuple[str, str, list[str], list[Threshold]]:
     if not isinstance(items, list) or not items:
         raise PolicyError(f"policy.thresholds={items!r}: allowed: a list of one or more thresholds")
     thresholds = [_threshold(i, item) for i, item in enumerate(items)]
-    return Path(path).stem, experiment, run, thresholds
+    return Policy(Path(path).stem, experiment, run, thresholds, _pin(raw.get("judge")))
+
+
+def _pin(judge: Any) -> dict[str, str]:
+    if judge is None:
+        return {}
+    if not isinstance(judge, dict) or not judge:
+        raise PolicyError(f"policy.judge={judge!r}: allowed: a mapping of {', '.join(PINS)}")
+    for key, value in judge.items():
+        if key not in PINS:
+            raise PolicyError(f"policy.judge.{key}: no such key; allowed: {', '.join(PINS)}")
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            raise PolicyError(f"policy.judge.{key}={value!r}: allowed: text (the run tag {PINS[key]}'s value)")
+    return {PINS[key]: str(value) for key, value in judge.items()}
+
+
+def check_pin(pin: dict[str, str], runs: list) -> None:
+    """Every run judged the pinned judge; else a `PolicyError` naming the first that did not."""
+    for run in runs:
+        for tag, wanted in pin.items():
+            got = run.data.tags.get(tag)
+            if got != wanted:
+                judged = f"{tag}={got}" if got is not None else f"no {tag} tag"
+                raise PolicyError(
+                    f"policy.judge: run {run.info.run_id} ({run.info.run_name}) judged another judge ({judged}, "
+                    f"the policy pins {wanted}); allowed: runs of the pinned judge only"
+                )
 
 
 def _threshold(i: int, item: Any) -> Threshold:
@@ -192,17 +235,22 @@ def junit(policy: str, checks: list[Check]) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
-def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
-    """Check the policy; write the summary and JUnit XML to `out`; the exit status."""
-    name, experiment, run_args, thresholds = load_policy(policy_path)
+def gate(policy_path: Path, out: Path, *, run_first: bool = False, overrides: list[str] = ()) -> int:
+    """Check the policy; write the summary and JUnit XML to `out`; the exit status. With `run_first`, `gavel run`
+    runs the policy's arguments and then `overrides` (the judge and data of this CI job, say)."""
+    policy = load_policy(policy_path)
+    name, experiment, run_args, thresholds = policy.name, policy.experiment, policy.run, policy.thresholds
     since = 0  # with --run, only the runs it made: an older configuration must not pass or fail this gate
     if run_first:
         since = int(time.time() * 1000)
         if not run_args:
             raise PolicyError("--run: the policy has no run: arguments for `gavel run`")
+        run_args = [*run_args, *overrides]
         done = subprocess.run([sys.executable, "-m", "gavel.experiments.cli", "run", *run_args])
         if done.returncode != 0:
             raise PolicyError(f"--run: `gavel run {' '.join(run_args)}` exited {done.returncode}")
+    elif overrides:
+        raise PolicyError(f"{' '.join(overrides)}: overrides apply to the run; allowed: only with --run")
     checks: list[Check] = []
     for threshold in thresholds:
         runs = matching_runs(experiment, threshold.where, since)
@@ -210,6 +258,7 @@ def gate(policy_path: Path, out: Path, *, run_first: bool = False) -> int:
             raise PolicyError(
                 f"{threshold.name}: no FINISHED run in experiment {experiment!r} matches {threshold.where}"
             )
+        check_pin(policy.judge, runs)
         checks += [check(threshold, run) for run in runs]
     client = mlflow.MlflowClient()
     for c in checks:

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
 from gavel.experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
-from gavel.experiments.tracking import recorded_overrides  # noqa: E402
+from gavel.experiments.tracking import CLASSES_TAG, recorded_overrides  # noqa: E402
 from gavel.reports.curves import CURVE  # noqa: E402
 from gavel.reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
 from gavel.reports.table import run_overrides  # noqa: E402
@@ -279,12 +279,35 @@ def perturbations(records: list[Record]) -> plt.Figure | None:
     return fig
 
 
+def judge_pin(tags: dict) -> str:
+    """Which judge a run judged, as its tags pin it: a file's SHA-256, a registry's URI and version, or the cache
+    key of a judge gavel trained."""
+    if "judge.uri" in tags:
+        version = f" (version {tags['judge.model_version']})" if "judge.model_version" in tags else ""
+        sha = f", sha256 {tags['judge.sha256']}" if "judge.sha256" in tags else ""
+        return f"{tags['judge.uri']}{version}{sha}"
+    if "judge.sha256" in tags:
+        return f"{Path(tags.get('judge.file', '?')).name}, sha256 {tags['judge.sha256']}"
+    if "judge_key" in tags:
+        return f"trained by gavel, cache key {tags['judge_key']}"
+    return "?"
+
+
+def judges(records: list[Record]) -> list[list[str]]:
+    """Each judge the runs judged: its option, what pins it, its data and classes, and how many runs judged it."""
+    seen: dict[tuple, int] = {}
+    for r in records:
+        key = (r.tags.get("judge", "?"), judge_pin(r.tags), r.tags.get("dataset", "?"), r.tags.get(CLASSES_TAG, "?"))
+        seen[key] = seen.get(key, 0) + 1
+    return [["judge", "pinned by", "data", "classes", "runs"], *([*key, str(n)] for key, n in seen.items())]
+
+
 def provenance(records: list[Record]) -> list[list[str]]:
-    rows = [["run", "status", "config (the job's overrides)", "seed", "git revision", "versions", "run id"]]
+    rows = [["run", "status", "judge", "config (the job's overrides)", "seed", "git revision", "versions", "run id"]]
     for r in records:
         # each override as the job was given it; the run label is the run's name already
         overrides = " ".join(o for o in recorded_overrides(r.tags) if o.lstrip("+").split("=")[0] != "run_label")
-        rows.append([r.name, r.status, overrides or "(defaults)", r.params.get("seed", "?"),
+        rows.append([r.name, r.status, judge_pin(r.tags), overrides or "(defaults)", r.params.get("seed", "?"),
                      r.tags.get("git_sha", "?")[:12], r.tags.get("versions", "?"), r.run_id])  # fmt: skip
     return rows
 
@@ -364,10 +387,11 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
         images.append(("adversarial_examples.png", *grid))
     missing = [[r.name, r.status, r.run_id] for r in records if r.status != "FINISHED"]
     sections = [
+        ("The judges", judges(records), "Each judge audited, pinned by its file's SHA-256 or registry version."),
         ("The value of hiding", table, "Success rate [95% interval] per judge and defense, by the attacker's access."),
         ("What each step of hiding buys", gains, "Success lost from one access to the next, on the same examples."),
         ("Runs missing or failed", [["run", "status", "run id"], *missing] if missing else None, "None."),
-        ("Behind every number", provenance(records), "Each run's seed, git revision and library versions."),
+        ("Behind every number", provenance(records), "Each run's judge, seed, git revision and library versions."),
     ]
     written = []
     for name, data, _ in images:

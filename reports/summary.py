@@ -4,6 +4,7 @@ and every job's run is linked to it as a child (MLflow's `mlflow.parentRunId` ta
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -22,7 +23,7 @@ class SweepSummary(Callback):
         rows = sweep_rows(config.experiment_name, sweep_id)
         if not rows:
             return
-        table = format_table(rows)
+        table = format_table(rows) + refused_lines(sweep_dir)
         uri = mlflow.get_tracking_uri()
         where = (
             f"MLflow: {len(rows)} runs in experiment '{config.experiment_name}' (tag sweep_id={sweep_id}) at {uri}\n"
@@ -36,6 +37,15 @@ class SweepSummary(Callback):
         summary = sweep_dir / "summary.md"
         summary.write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")
         record_parent_run(config.experiment_name, sweep_id, rows, table, [summary, *curves])
+
+
+def refused_lines(sweep_dir: Path) -> str:
+    """The sweep's jobs the judge refused (the sweeper's `refused.json`), a line each under the table."""
+    path = sweep_dir / "refused.json"
+    refused = json.loads(path.read_text()) if path.is_file() else []
+    if not refused:
+        return ""
+    return "\n\n" + "\n".join(f"not run: {item['job'].split(' run_label=')[0]}: {item['why']}" for item in refused)
 
 
 SWEEP_PARENT = "sweep_parent_of"

@@ -1,40 +1,12 @@
-"""Judge architectures. Every model takes inputs in [0, 1] (NCHW) and normalises inside."""
+"""The judges gavel trains: a network of any `Architecture` behind its own input normalisation. Every model takes
+inputs in [0, 1] (NCHW) and normalises inside."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 from torch import nn
 
-
-class ArchName(StrEnum):
-    CNN = "cnn"
-    MLP = "mlp"
-    RESNET18 = "resnet18"
-
-
-ARCHITECTURES = tuple(name.value for name in ArchName)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A `target.arch` / `surrogate.arch` node: the network's kind and its size (`width` for the CNN,
-    `hidden` layer sizes for the MLP; the ResNet has neither)."""
-
-    name: ArchName
-    width: int | None = None
-    hidden: tuple[int, ...] | None = None
-
-    def as_dict(self) -> dict:
-        """The fields that are set, as the config had them (the model cache's key hashes this)."""
-        out: dict = {"name": self.name.value}
-        if self.width is not None:
-            out["width"] = self.width
-        if self.hidden is not None:
-            out["hidden"] = list(self.hidden)
-        return out
+from gavel.targets.architectures.base import Architecture
 
 
 class Normalize(nn.Module):
@@ -67,50 +39,7 @@ class Judge(nn.Module):
 
 def build_model(arch: Architecture, input_shape: tuple[int, ...], n_classes: int) -> Judge:
     """An untrained model of architecture `arch`."""
-    channels, height, width = input_shape
-    if arch.name == ArchName.CNN:
-        net = _cnn(channels, arch.width, n_classes)
-    elif arch.name == ArchName.MLP:
-        net = _mlp(channels * height * width, list(arch.hidden), n_classes)
-    else:
-        net = _torchvision_resnet(arch.name.value, channels, n_classes)
-    return Judge(net, channels)
-
-
-def _cnn(channels: int, width: int, n_classes: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(channels, width, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(8 * width, 128),
-        nn.ReLU(),
-        nn.Linear(128, n_classes),
-    )
-
-
-def _mlp(n_inputs: int, hidden: list[int], n_classes: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
-    for size in hidden:
-        layers += [nn.Linear(n_inputs, size), nn.ReLU()]
-        n_inputs = size
-    layers.append(nn.Linear(n_inputs, n_classes))
-    return nn.Sequential(*layers)
-
-
-def _torchvision_resnet(name: str, channels: int, n_classes: int) -> nn.Module:
-    """A torchvision ResNet adapted to small images: 3x3 stem, stride 1, no max-pool."""
-    import torchvision
-
-    net = torchvision.models.get_model(name, weights=None, num_classes=n_classes)
-    net.conv1 = nn.Conv2d(channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
-    return net
+    return Judge(arch.build(tuple(input_shape), n_classes), input_shape[0])
 
 
 class Ensemble(nn.Module):

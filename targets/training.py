@@ -45,8 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gavel.targets.architectures.base import Architecture
 from gavel.targets.datasets import Pool
-from gavel.targets.models import Architecture, Judge, build_model
+from gavel.targets.models import Judge, build_model
+from gavel.targets.params import NonNegativeFloat, PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,10 @@ LOCK_LOG_EVERY_S = 60.0
 class Recipe:
     """How a model is trained (`target.train`, `surrogate.train`): Adam over shuffled mini-batches."""
 
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat = 0.0
 
 
 @dataclass(frozen=True)

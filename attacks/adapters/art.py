@@ -21,11 +21,16 @@ from gavel.targets.access import AttackerClient, QueryRefused
 
 
 def pytorch_estimator(
-    model: nn.Module, input_shape: tuple[int, ...], n_classes: int, optimizer: torch.optim.Optimizer | None = None
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    device: str,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> PyTorchClassifier:
-    """An ART classifier over a model the attacker holds (open judge weights, or its own surrogate);
-    `optimizer` for one ART will train (model extraction)."""
-    device = next(model.parameters()).device
+    """An ART classifier over a model the attacker holds (open judge weights, or its own surrogate) on `device`
+    (where its tensors are: a judge loaded from a file may hold no parameters to ask); `optimizer` for one ART will
+    train (model extraction)."""
+    device = torch.device(device)
     return PyTorchClassifier(
         model=model,
         loss=nn.CrossEntropyLoss(),
@@ -37,14 +42,15 @@ def pytorch_estimator(
     )
 
 
-def surrogate_estimator(surrogate: nn.Module, client: AttackerClient) -> PyTorchClassifier:
-    """The attacker's own model (or a view of it) as an ART classifier."""
-    return pytorch_estimator(surrogate, client.input_shape, client.n_classes)
+def surrogate_estimator(surrogate: nn.Module, client: AttackerClient, device: str) -> PyTorchClassifier:
+    """The attacker's own model (or a view of it), on `device`, as an ART classifier."""
+    return pytorch_estimator(surrogate, client.input_shape, client.n_classes, device)
 
 
 def white_box_estimator(client: AttackerClient) -> PyTorchClassifier:
-    """The judge as an ART classifier; raises `AccessDenied` when its weights are hidden."""
-    return pytorch_estimator(client.open_weights(), client.input_shape, client.n_classes)
+    """The judge as an ART classifier, where the operator serves it; raises `AccessDenied` when its weights are
+    hidden."""
+    return pytorch_estimator(client.open_weights(), client.input_shape, client.n_classes, client.device)
 
 
 class OracleClassifier(BlackBoxClassifierNeuralNetwork):

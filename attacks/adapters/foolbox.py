@@ -32,9 +32,10 @@ def criterion(labels: torch.Tensor, targeted: bool) -> Criterion:
     return TargetedMisclassification(labels) if targeted else Misclassification(labels)
 
 
-def pytorch_model(model: nn.Module) -> foolbox.PyTorchModel:
-    """A model the attacker holds (open judge weights, or its own surrogate), for foolbox's gradient attacks."""
-    return foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=next(model.parameters()).device)
+def pytorch_model(model: nn.Module, device) -> foolbox.PyTorchModel:
+    """A model the attacker holds (open judge weights, or its own surrogate) on `device`, for foolbox's gradient
+    attacks."""
+    return foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
 
 
 class OracleModel(foolbox.Model):

@@ -25,7 +25,7 @@ def art_extraction(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=model_config.train.lr, weight_decay=model_config.train.weight_decay
     )
-    thieved = pytorch_estimator(model, client.input_shape, client.n_classes, optimizer)
+    thieved = pytorch_estimator(model, client.input_shape, client.n_classes, device, optimizer)
     victim = OracleClassifier(LabellingSession(client))
     x = query_set(pool.x, n, seed)
     common = dict(

@@ -9,6 +9,7 @@ import numpy as np
 
 from gavel.attacks.base import as_scores
 from gavel.targets.access import SHARED, AttackerClient
+from gavel.targets.params import PositiveFloat, PositiveInt
 
 Method = Literal["copycat", "knockoff", "jacobian"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -20,12 +21,12 @@ class ExtractionSpec:
     """`surrogate.extraction`: how the attacker buys labels and trains on them."""
 
     method: Method = "copycat"
-    label_budget: int = 1000
+    label_budget: PositiveInt = 1000
     use_probability: bool = False
     sampling: Sampling = "random"
-    seed_size: int = 100
-    step: float = 0.1
-    tau: int = 3
+    seed_size: PositiveInt = 100
+    step: PositiveFloat = 0.1
+    tau: PositiveInt = 3
 
 
 class LabellingSession:

@@ -21,10 +21,11 @@ from hydra.utils import get_class
 
 from gavel.attacks.adapters.art import surrogate_estimator
 from gavel.attacks.base import Attack, AttackerKit, AttackResult
-from gavel.attacks.params import PositiveFloat, PositiveInt, Range
 from gavel.attacks.query.base import QueryAttack
 from gavel.attacks.white_box.pgd import PGD
 from gavel.targets.access import HYBRID, AccessPolicy, AttackerClient, QueryRefused
+from gavel.targets.judges.base import FULL, Capabilities
+from gavel.targets.params import PositiveFloat, PositiveInt, Range
 
 
 class Hybrid(Attack):
@@ -62,8 +63,8 @@ class Hybrid(Attack):
         self.eps_step = eps_step
         self.max_iter = max_iter
 
-    def check_access(self, policy: AccessPolicy) -> None:
-        self.query_attack.check_access(policy)
+    def check_access(self, policy: AccessPolicy, capabilities: Capabilities = FULL, judge: str = "the judge") -> None:
+        self.query_attack.check_access(policy, capabilities, judge)
 
     def tries(self, budget: int | None) -> int:
         if budget is None:
@@ -72,7 +73,7 @@ class Hybrid(Attack):
 
     def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         client = kit.client
-        estimator = surrogate_estimator(kit.require_surrogate(), client)
+        estimator = surrogate_estimator(kit.require_surrogate(), client, kit.device)
         tries = self.tries(client.policy.budget)
         x_adv = x.copy()
         queries_to_success = np.full(len(x), -1, dtype=np.int64)

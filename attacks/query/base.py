@@ -16,9 +16,9 @@ import numpy as np
 
 from gavel.attacks.adapters.art import AttackerDone, OracleClassifier, QuerySession, seed_global_rngs
 from gavel.attacks.base import Attack, AttackerKit, AttackResult
-from gavel.attacks.params import NonNegativeFloat, PositiveInt
 from gavel.attacks.query.engine import QueryEngine
 from gavel.targets.access import QueryRefused
+from gavel.targets.params import NonNegativeFloat, PositiveInt
 
 Backend = Literal["gavel", "art", "foolbox"]
 

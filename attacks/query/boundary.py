@@ -8,9 +8,9 @@ import numpy as np
 from art.attacks.evasion import BoundaryAttack
 
 from gavel.attacks.adapters.art import SeededInitialSample
-from gavel.attacks.params import PositiveFloat, PositiveInt, Range
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import DECISION_BASED
+from gavel.targets.params import PositiveFloat, PositiveInt, Range
 
 
 class Boundary(QueryAttack):

@@ -10,9 +10,9 @@ import numpy as np
 from art.attacks.evasion import GeoDA as ArtGeoDA
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
-from gavel.attacks.params import PositiveFloat, PositiveInt
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import DECISION_BASED
+from gavel.targets.params import PositiveFloat, PositiveInt
 
 SMALLEST_PLAN = 251
 """ART's GeoDA splits the queries it plans for into rounds of about 500 and cannot plan for fewer than this."""

@@ -25,10 +25,10 @@ from foolbox.attacks import HopSkipJumpAttack, LinearSearchBlendedUniformNoiseAt
 from gavel.attacks.adapters import foolbox as foolbox_adapter
 from gavel.attacks.adapters.art import SeededInitialSample
 from gavel.attacks.base import AttackerKit, AttackResult
-from gavel.attacks.params import PositiveInt
 from gavel.attacks.query.base import QueryAttack
 from gavel.attacks.query.engine import QueryEngine
 from gavel.targets.access import DECISION_BASED
+from gavel.targets.params import PositiveInt
 
 FOOLBOX_BLEND_STEPS = 50
 """foolbox's own HopSkipJump start: the first of this many blends towards random noise that fools the judge."""

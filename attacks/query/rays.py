@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from gavel.attacks.base import AttackerKit, AttackResult
-from gavel.attacks.params import Range
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import DECISION_BASED
+from gavel.targets.params import Range
 
 
 class RayS(QueryAttack):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from art.attacks.evasion import SignOPTAttack
 
-from gavel.attacks.params import PositiveFloat, PositiveInt
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import DECISION_BASED
+from gavel.targets.params import PositiveFloat, PositiveInt
 
 
 class SignOPT(QueryAttack):

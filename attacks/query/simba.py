@@ -20,9 +20,9 @@ from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 from art.utils import to_categorical
 
 from gavel.attacks.base import AttackerKit, AttackResult
-from gavel.attacks.params import PositiveInt
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import SCORE_BASED
+from gavel.targets.params import PositiveInt
 
 
 class SimBA(QueryAttack):

@@ -17,9 +17,9 @@ from art.attacks.evasion import SquareAttack
 from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
 from gavel.attacks.base import AttackerKit, AttackResult
-from gavel.attacks.params import PositiveInt, Range
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import SCORE_BASED
+from gavel.targets.params import PositiveInt, Range
 
 # (iteration on a 10,000-iteration schedule, divisor of p_init from then on): the paper's schedule
 P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))

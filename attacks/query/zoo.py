@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from art.attacks.evasion import ZooAttack
 
-from gavel.attacks.params import NonNegativeFloat, PositiveFloat, PositiveInt
 from gavel.attacks.query.base import QueryAttack
 from gavel.targets.access import SCORE_BASED
+from gavel.targets.params import NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 class Zoo(QueryAttack):

@@ -66,5 +66,5 @@ class TransferAttack(Attack):
 
     def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         model = self.crafting_model(kit.require_surrogate())
-        x_adv = self.crafter.craft(surrogate_estimator(model, kit.client), x, y, kit)
+        x_adv = self.crafter.craft(surrogate_estimator(model, kit.client, kit.device), x, y, kit)
         return submit_once(self.goal, kit, x_adv, y)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gavel.attacks.params import PositiveFloat, PositiveInt, Probability, Range
 from gavel.attacks.transfer.base import TransferAttack
 from gavel.attacks.transfer.transfer_mifgsm import MomentumPGD
+from gavel.targets.params import PositiveFloat, PositiveInt, Probability, Range
 
 
 class InputDiversity(nn.Module):

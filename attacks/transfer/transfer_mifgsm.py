@@ -7,9 +7,9 @@ decision boundary less and transfers better than iterative FGSM's (on the digits
 
 from __future__ import annotations
 
-from gavel.attacks.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from gavel.attacks.transfer.base import TransferAttack
 from gavel.attacks.white_box.pgd import PGD
+from gavel.targets.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class MomentumPGD(PGD):

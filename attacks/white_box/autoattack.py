@@ -17,8 +17,8 @@ from art.attacks.evasion import AutoProjectedGradientDescent
 
 from gavel.attacks.adapters.art import seed_global_rngs
 from gavel.attacks.base import AttackerKit
-from gavel.attacks.params import PositiveFloat, PositiveInt
 from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.targets.params import PositiveFloat, PositiveInt
 
 Loss = Literal["cross_entropy", "difference_logits_ratio"]
 LOSSES: tuple[str, ...] = get_args(Loss)

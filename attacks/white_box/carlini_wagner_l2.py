@@ -11,8 +11,8 @@ from art.attacks.evasion import CarliniL2Method
 
 from gavel.attacks.adapters.art import seed_global_rngs
 from gavel.attacks.base import AttackerKit
-from gavel.attacks.params import NonNegativeFloat, PositiveFloat, PositiveInt
 from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.targets.params import NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 class CarliniWagnerL2(WhiteBoxAttack):

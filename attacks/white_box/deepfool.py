@@ -10,8 +10,8 @@ import numpy as np
 from art.attacks.evasion import DeepFool as ArtDeepFool
 
 from gavel.attacks.base import AttackerKit
-from gavel.attacks.params import NonNegativeFloat, PositiveInt
 from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.targets.params import NonNegativeFloat, PositiveInt
 
 
 class DeepFool(WhiteBoxAttack):

@@ -15,9 +15,9 @@ from art.utils import to_categorical
 
 from gavel.attacks.adapters.art import seed_global_rngs
 from gavel.attacks.base import AttackerKit
-from gavel.attacks.params import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from gavel.attacks.white_box.base import WhiteBoxAttack
 from gavel.targets.datasets import Pool
+from gavel.targets.params import NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 PatchType = Literal["square", "circle"]
 PATCH_TYPES: tuple[str, ...] = get_args(PatchType)

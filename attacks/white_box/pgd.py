@@ -12,8 +12,8 @@ from torch import nn
 from gavel.attacks.adapters import foolbox as foolbox_adapter
 from gavel.attacks.adapters.art import seed_global_rngs
 from gavel.attacks.base import AttackerKit
-from gavel.attacks.params import NonNegativeInt, PositiveFloat, PositiveInt
 from gavel.attacks.white_box.base import BATCH_SIZE, WhiteBoxAttack
+from gavel.targets.params import NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class PGD(WhiteBoxAttack):
@@ -40,7 +40,7 @@ class PGD(WhiteBoxAttack):
     def craft(self, estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> np.ndarray:
         seed_global_rngs(self.seed)
         if self.backend == "foolbox":
-            return self.project(self._foolbox(estimator.model, x, self.library_labels(y)), x)
+            return self.project(self._foolbox(estimator.model, estimator.device, x, self.library_labels(y)), x)
         attack = ProjectedGradientDescent(
             estimator,
             norm=np.inf if self.norm == "inf" else 2,
@@ -55,10 +55,10 @@ class PGD(WhiteBoxAttack):
         )
         return self.project(attack.generate(x, y=self.library_labels(y)), x)
 
-    def _foolbox(self, model: nn.Module, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _foolbox(self, model: nn.Module, device, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """foolbox's PGD. It starts once; further starts are ART's restarts: one replaces the result where it
         fools the model and the earlier ones did not."""
-        fmodel = foolbox_adapter.pytorch_model(model)
+        fmodel = foolbox_adapter.pytorch_model(model, device)
         pgd = (LinfPGD if self.norm == "inf" else L2PGD)(
             abs_stepsize=self.eps_step, steps=self.max_iter, random_start=self.num_random_init > 0
         )

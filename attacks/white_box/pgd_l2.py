@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gavel.attacks.params import PositiveFloat
 from gavel.attacks.white_box.pgd import PGD
+from gavel.targets.params import PositiveFloat
 
 
 class PGDL2(PGD):

@@ -149,6 +149,7 @@ class DetectionDefense(Defense):
     threshold (`threshold`), from their hyperparameters or from the operator's own benign data."""
 
     kind = "detection"
+    needs_operator_data = True
 
     def __init__(self, *, scope: Scope = "account", on_detection: OnDetection = "ban") -> None:
         # Subclasses store their hyperparameters under their own names before calling this.

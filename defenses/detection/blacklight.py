@@ -31,9 +31,9 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
-from gavel.attacks.params import PositiveInt, Range
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope
+from gavel.targets.params import PositiveInt, Range
 
 CALL_ROWS = 256
 """Rows of one call compared with each other at once: bounds their [rows, rows] overlaps however large the call."""

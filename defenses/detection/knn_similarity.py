@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from gavel.attacks.params import PositiveInt, Probability
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
 from gavel.defenses.detection.encoders import (
@@ -33,6 +32,7 @@ from gavel.defenses.detection.encoders import (
     similarity_encoder,
 )
 from gavel.targets.access.shield import SharedForward
+from gavel.targets.params import PositiveInt, Probability
 
 CALL_ROWS = 256
 """Rows of one call scored together: bounds the [rows, stored] matrix of ranking keys however large the call."""

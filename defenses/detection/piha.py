@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gavel.attacks.params import PositiveInt, Range
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.detection.base import DetectionDefense, History, HistoryDetector, Scope, Scratch
+from gavel.targets.params import PositiveInt, Range
 
 CALL_ROWS = 256
 """Rows of one call compared together: bounds the [rows, stored] distances however large the call."""

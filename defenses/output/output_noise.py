@@ -13,12 +13,12 @@ import zlib
 
 import numpy as np
 
-from gavel.attacks.params import PositiveFloat
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.output.base import OutputDefense
 from gavel.defenses.output.labels_only import one_hot
 from gavel.targets.access import Output
 from gavel.targets.access.shield import OutputFilter
+from gavel.targets.params import PositiveFloat
 
 STREAM = zlib.crc32(b"defense.output_noise")
 """Mixed into the seed: the same seed also draws the evaluation examples and the attacks' randomness."""

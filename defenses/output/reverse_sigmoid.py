@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from art.defences.postprocessor import ReverseSigmoid as ArtReverseSigmoid
 
-from gavel.attacks.params import PositiveFloat
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.output.base import PROBABILITIES_ONLY, ArtFilter, OutputDefense
 from gavel.targets.access.shield import OutputFilter
+from gavel.targets.params import PositiveFloat
 
 
 class ReverseSigmoid(OutputDefense):

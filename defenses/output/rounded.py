@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from art.defences.postprocessor import Rounded as ArtRounded
 
-from gavel.attacks.params import PositiveInt
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.output.base import PROBABILITIES_ONLY, ArtFilter, OutputDefense
 from gavel.targets.access.shield import OutputFilter
+from gavel.targets.params import PositiveInt
 
 
 class Rounded(OutputDefense):

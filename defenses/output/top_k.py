@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gavel.attacks.params import PositiveInt
 from gavel.defenses.base import OperatorKit
 from gavel.defenses.output.base import PROBABILITIES_ONLY, OutputDefense
 from gavel.targets.access.shield import OutputFilter
+from gavel.targets.params import PositiveInt
 
 
 class TopK(OutputDefense):

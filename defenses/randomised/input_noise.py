@@ -13,9 +13,9 @@ from typing import Annotated, ClassVar
 import torch
 from torch import nn
 
-from gavel.attacks.params import Range
 from gavel.defenses.base import Defense, OperatorKit
 from gavel.targets.access.shield import Shield
+from gavel.targets.params import Range
 
 
 class NoisyInput(nn.Module):

@@ -6,8 +6,11 @@ product (white box once, query attacks at three budgets) is one grid. Command-li
 block and win over a block's value for the same key.
 
 Under every launcher (basic, joblib, submitit, ray), before the first job starts, the sweeper checks every job's
-config and the tracking store, and creates the store and the experiments once (parallel jobs on a new sqlite
-store would otherwise race through MLflow's schema migration). Jobs that run side by side on one machine
+config, its data and judge (a foreign judge is loaded once per distinct data and target), and the tracking store,
+and creates the store and the experiments once (parallel jobs on a new sqlite store would otherwise race through
+MLflow's schema migration). A job whose attack or API needs what the judge does not offer (a white-box attack on a
+judge without gradients) is left out, and said so; the sweep's summary lists it (`refused.json` in the sweep's
+folder). Jobs that run side by side on one machine
 (joblib, submitit_local) get `threads` so that jobs x threads does not exceed the cores, unless `threads` is set.
 With `resume=true` a job whose config already has a FINISHED run (tag `config_digest`) is not run again: its run
 joins this sweep (its `sweep_id` tag moves here), so the sweep's table is the same as an uninterrupted sweep's.
@@ -15,6 +18,7 @@ joins this sweep (its `sweep_id` tag moves here), so the sweep's table is the sa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +29,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+REFUSED = "refused.json"
+"""In the sweep's folder: the jobs the judge refused (each `job` and `why`), for the sweep's summary."""
 
 
 def expand_grid(
@@ -122,10 +129,13 @@ class GavelSweeper(BasicSweeper):
                     settings.append(RunSettings.from_config(config))
                 except ConfigError as error:
                     raise ConfigError(f"{error} (in sweep job: {' '.join(job)})") from None
+            jobs, settings, refused = self.judged(jobs, settings)
             tracking.prepare_store(s.experiment_name for s in settings)
         log.info("gavel sweep: %d jobs, all configs valid", len(jobs))
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / REFUSED).write_text(json.dumps(refused, indent=2))
         if settings and settings[0].resolved.get("resume"):
             jobs = self.resume(jobs, settings, tracking.sweep_id_for(sweep_dir))
         batch_size = self.max_batch_size or len(jobs) or 1
@@ -134,7 +144,6 @@ class GavelSweeper(BasicSweeper):
             jobs = [job if any(o.startswith("threads=") for o in job) else [*job, f"threads={threads}"] for job in jobs]
             log.info("gavel sweep: jobs run side by side: threads=%d for each (%d cores)", threads, cores())
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns = []
         for start in range(0, len(jobs), batch_size):
@@ -143,6 +152,33 @@ class GavelSweeper(BasicSweeper):
                 _ = r.return_value  # re-raises a failed job's exception
             returns.append(results)
         return returns
+
+    def judged(self, jobs: List[List[str]], settings: list) -> tuple[List[List[str]], list, list[dict]]:
+        """The jobs whose data and judge give them what they need, with their settings, and those the judge refuses
+        (each with why). Data or a judge that cannot be used at all stops the sweep (a `SourceError` or
+        `ConfigError`), as does a sweep whose every job the judge refuses."""
+        from gavel.experiments import runner
+        from gavel.experiments.validation import ConfigError
+
+        inputs: Dict[str, Any] = {}
+        kept, kept_settings, refused = [], [], []
+        for job, job_settings in zip(jobs, settings):
+            key = json.dumps([job_settings.resolved.get(k) for k in ("data", "target", "device")], default=str)
+            try:
+                if key not in inputs:
+                    inputs[key] = runner.load_inputs(job_settings)
+                runner.check_prepared(job_settings, inputs[key])
+            except runner.RefusedByTheJudge as refusal:
+                log.warning("gavel sweep: left out, the judge refuses it: %s (job: %s)", refusal, " ".join(job))
+                refused.append({"job": " ".join(job), "why": str(refusal)})
+                continue
+            except ConfigError as error:
+                raise ConfigError(f"{error} (in sweep job: {' '.join(job)})") from None
+            kept.append(job)
+            kept_settings.append(job_settings)
+        if refused and not kept:
+            raise ConfigError(f"{refused[0]['why']} (every job of the sweep is refused so)")
+        return kept, kept_settings, refused
 
     def resume(self, jobs: List[List[str]], settings: list, sweep_id: str) -> List[List[str]]:
         """The jobs still to run: those without a FINISHED run of the same config. The others' runs join this

@@ -64,6 +64,11 @@ class AttackerClient:
         return self._oracle.policy
 
     @property
+    def device(self) -> str:
+        """Where the operator serves the judge (the device open weights come on)."""
+        return self._oracle.device
+
+    @property
     def out_of_accounts(self) -> bool:
         if self._spread:
             return len(self._spent) >= self.policy.accounts

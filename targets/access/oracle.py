@@ -106,10 +106,11 @@ class Detection:
 
 
 def _served(judge: nn.Module) -> nn.Module:
-    """The judge as the Oracle serves it: a network with 2-d convolutions is put, in place, in channels-last
-    memory format. Same function (logits agree to about 1e-6, the float rounding of another summation order),
-    about twice the rows per second on a CPU for the digits CNN (bench/query_engine.py)."""
-    if any(isinstance(module, nn.Conv2d) for module in judge.modules()):
+    """The judge as the Oracle serves it: a network with 2-d convolutions (4-d weights, however it was built or
+    loaded: a TorchScript or exported module holds no `nn.Conv2d`) is put, in place, in channels-last memory format.
+    Same function (logits agree to about 1e-6, the float rounding of another summation order), about twice the rows
+    per second on a CPU for the digits CNN (bench/query_engine.py)."""
+    if any(parameter.dim() == 4 for parameter in judge.parameters()):
         judge.to(memory_format=torch.channels_last)
     return judge
 
@@ -146,7 +147,7 @@ class Oracle:
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
         self._batch_size = batch_size
-        self._device = device
+        self.device = device
         self._used: Counter = Counter()
         self._exhausted: set = set()
         self._planned: int | None = None
@@ -391,7 +392,7 @@ class Oracle:
         else:
             model, inputs = self._shared.head, features
         logits = [
-            model(inputs[i : i + self._batch_size].to(self._device)).float() for i in range(0, len(x), self._batch_size)
+            model(inputs[i : i + self._batch_size].to(self.device)).float() for i in range(0, len(x), self._batch_size)
         ]
         return (torch.cat(logits) if logits else torch.zeros(0, self.n_classes)).cpu().numpy()
 

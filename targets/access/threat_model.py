@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from gavel.targets.access.errors import AccessDenied
 from gavel.targets.access.policy import AccessPolicy, Output, Weights
+from gavel.targets.judges.base import FULL, Capabilities
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,19 @@ class ThreatModel:
     def __str__(self) -> str:
         return self.name
 
-    def check(self, policy: AccessPolicy) -> None:
-        """Raise `AccessDenied` if `policy` does not give this threat model what it needs."""
+    def check(self, policy: AccessPolicy, capabilities: Capabilities = FULL, judge: str = "the judge") -> None:
+        """Raise `AccessDenied` if `policy`, or the judge (what it offers: `capabilities`; `judge` names it), does
+        not give this threat model what it needs."""
+        if self.open_weights and not capabilities.gradients:
+            raise AccessDenied(
+                f"a {self.name} attack needs the judge's gradients, but {judge} offers none; "
+                "allowed: a transfer, score-based or decision-based attack"
+            )
+        if self.scores and not capabilities.scores:
+            raise AccessDenied(
+                f"a {self.name} attack needs scores, but {judge} answers with a label only; "
+                "allowed: a decision-based or transfer attack"
+            )
         if self.open_weights and policy.weights != Weights.OPEN:
             raise AccessDenied(
                 f"a {self.name} attack needs the judge's gradients, but access.weights={policy.weights}; "

@@ -15,7 +15,7 @@ import torch
 
 from gavel.experiments.settings import RunSettings
 from gavel.targets.access import AccessPolicy, AttackerClient, Oracle
-from gavel.targets.datasets import Dataset, load_dataset
+from gavel.targets.datasets import Dataset
 from gavel.targets.training import ModelConfig, ModelSpec, get_or_train, predict_labels
 
 
@@ -97,10 +97,10 @@ class Digits:
 
     @classmethod
     def load(cls, settings: RunSettings) -> Digits:
-        data = load_dataset(settings.data)
-        spec = ModelSpec.of("judge", settings.target.model, 0, data.judge, data.input_shape, data.n_classes)
+        data = settings.data_instance.load()
+        spec = ModelSpec.of("judge", settings.target_instance.model, 0, data.judge, data.input_shape, data.n_classes)
         judge = get_or_train(spec, data.judge, settings.cache_dir).model
-        (surrogate_model,) = settings.surrogate.members
+        (surrogate_model,) = settings.surrogate_instance.members
         return cls(data, judge, surrogate_model, str(settings.cache_dir))
 
     @cached_property

@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from helpers.cli import GAVEL, gavel_in_own_folder
 
+from gavel.experiments import runner
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
 from gavel.experiments.validation import ConfigError, check_overrides
@@ -25,7 +26,8 @@ BAD = [
     (["data.split.eval=0"], "data.split.eval=0: allowed: a number > 0"),
     (["data.split.judge=-0.5"], "data.split.judge=-0.5: allowed: a number > 0"),
     (["data.split_seed=abc"], "data.split_seed='abc': allowed: an integer"),
-    (["data.download=maybe"], "data.download='maybe': allowed: true or false"),
+    (["data=mnist", "data.download=maybe"], "data.download='maybe': allowed: true or false"),
+    (["data.download=true"], "data.download: no such key; allowed keys under data: _target_, name, split_seed"),
     (["target.arch.width=0"], "target.arch.width=0: allowed: a positive integer"),
     (["target=mlp", "target.arch.hidden=[0]"], "target.arch.hidden=[0]: allowed: a list of positive integers"),
     (["target.train.lr=inf"], "target.train.lr=inf: allowed: a number > 0"),
@@ -34,7 +36,6 @@ BAD = [
     (["attack.eps_step=-1"], "attack.eps_step=-1: allowed: a number > 0"),
     (["attack.targeted=no"], "attack.targeted='no': allowed: true or false"),
     (["attack.targeted=true"], "attack.target_class=None: allowed: a class index"),
-    (["attack.targeted=true", "attack.target_class=12"], "attack.target_class=12: allowed: 0 to 9"),
     (["attack=pgd_l2", "attack.eps=inf"], "attack.eps=inf: allowed: a number > 0"),
     (["attack.eps=nan"], r"attack.eps=nan: allowed: a number in (0, 1]"),
     (["attack.backend=tensorflow"], "attack.backend='tensorflow': allowed: art, foolbox"),
@@ -139,6 +140,13 @@ def test_an_error_raised_mid_run_fails_the_run_and_is_not_called_a_config_error(
     finally:
         mlflow.set_tracking_uri(before)
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_a_target_class_the_data_does_not_have_is_refused_before_the_run():
+    """The classes come from the data: a verdict past them is refused once the data is loaded, before any run."""
+    settings = RunSettings.from_config(compose_config(["attack.targeted=true", "attack.target_class=12"]))
+    with pytest.raises(ConfigError, match=r"^attack.target_class=12: allowed: 0 to 9 \(data=digits has 10 classes\)$"):
+        runner.prepare(settings)
 
 
 def test_a_surrogate_the_attack_does_not_use_is_not_held_to_its_labelling_budget():

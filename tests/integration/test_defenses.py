@@ -37,7 +37,7 @@ def test_the_three_detectors_are_options():
 @pytest.mark.parametrize("defense", group_options("defense"))
 def test_every_defense_yaml_runs_through_the_real_runner(defense):
     settings = tiny_settings("square", *SCORES, f"defense={defense}", *SMALL_STREAM)
-    metrics = runner.run(settings, runner.load_data(settings))
+    metrics = runner.run(settings, runner.prepare(settings))
     run = last_run()
     assert run.info.status == "FINISHED" and run.data.tags["defense"] == defense
     assert 0.0 <= metrics["attack_success_rate"] <= 1.0 and metrics["n_attacked"] > 0
@@ -58,9 +58,9 @@ def test_no_query_is_answered_after_a_ban(defense):
     """Square on several accounts against a detector: after the call that banned an account, the ledger shows
     nothing of that account evaluated or charged again, and every rejected row was charged to its example."""
     settings = tiny_settings("square", *SCORES, f"defense={defense}", "access.accounts=3", *SMALL_STREAM)
-    data = runner.load_data(settings)
+    prepared = runner.prepare(settings)
     with mlflow.start_run():  # the stages record tags (the judge's cache) on the active run
-        provisioned = runner.provision(settings, data)
+        provisioned = runner.provision(settings, prepared)
         selection = runner.select_examples(settings, provisioned, settings.attack_instance)
         client = AttackerClient(provisioned.oracle)
         result = runner.run_attack(settings, provisioned, selection, settings.attack_instance, client)
@@ -98,17 +98,17 @@ def test_the_false_positive_rate_is_counted_on_the_benign_stream():
         "benign.mix.crop_shift=0",
         "benign.mix.brightness=0",
     )
-    clean = runner.run(fresh, runner.load_data(fresh))
-    resubmitted = runner.run(repeats, runner.load_data(repeats))
+    clean = runner.run(fresh, runner.prepare(fresh))
+    resubmitted = runner.run(repeats, runner.prepare(repeats))
     assert resubmitted["false_positive_rate_accounts"] > clean["false_positive_rate_accounts"]
     assert clean["benign_queries"] == 4 * 20  # no honest account banned: every query sent
 
 
 def attacked_through_the_runner(*overrides: str):
     settings = tiny_settings("square", *SCORES, *overrides, *SMALL_STREAM)
-    data = runner.load_data(settings)
+    prepared = runner.prepare(settings)
     with mlflow.start_run():
-        provisioned = runner.provision(settings, data)
+        provisioned = runner.provision(settings, prepared)
         selection = runner.select_examples(settings, provisioned, settings.attack_instance)
         client = AttackerClient(provisioned.oracle)
         result = runner.run_attack(settings, provisioned, selection, settings.attack_instance, client)

@@ -60,7 +60,7 @@ def run(attack: str, *overrides: str, n_examples: int = 40) -> Measured:
     settings = RunSettings.from_config(
         compose_config([f"attack={attack}", *ATTACKS[attack], f"n_examples={n_examples}", *overrides])
     )
-    metrics = runner.run(settings, runner.load_data(settings))
+    metrics = runner.run(settings, runner.prepare(settings))
     text = mlflow.artifacts.load_text(f"runs:/{mlflow.last_active_run().info.run_id}/per_example.csv")
     rows = [row for row in csv.DictReader(io.StringIO(text)) if float(row["attacked"]) > 0]
     assert rows, "no example was attacked: nothing to compare"

@@ -24,7 +24,7 @@ def test_the_report_renders_in_chromium_with_every_figure(tmp_path):
         # eps 0.3: some example is fooled on any judge, so the figures of successes are drawn too
         settings = tiny_settings("square", "access=hidden_probabilities", f"access.budget={budget}",
                                  "attack.eps=0.3", "experiment_name=browser")  # fmt: skip
-        runner.run(settings, runner.load_data(settings))
+        runner.run(settings, runner.prepare(settings))
     assert report_command(["--experiment", "browser", "--out", str(tmp_path / "report")]) == 0
     page = tmp_path / "report" / "report.html"
     figures = page.read_text().count("<img ")

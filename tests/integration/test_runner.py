@@ -32,13 +32,13 @@ def last_run():
 def run_tiny(attack: str, *overrides: str) -> dict:
     """The whole runner on `tiny_settings(attack, *overrides)`; its metrics."""
     settings = tiny_settings(attack, *overrides)
-    return runner.run(settings, runner.load_data(settings))
+    return runner.run(settings, runner.prepare(settings))
 
 
 @pytest.mark.parametrize("attack", group_options("attack"))
 def test_every_attack_yaml_runs_through_the_real_runner(attack):
     settings = tiny_settings(attack)
-    metrics = runner.run(settings, runner.load_data(settings))
+    metrics = runner.run(settings, runner.prepare(settings))
     assert 0.0 <= metrics["attack_success_rate"] <= 1.0
     assert metrics["robust_accuracy"] <= metrics["clean_accuracy"]
     assert metrics["n_attacked"] > 0
@@ -55,7 +55,7 @@ def test_every_attack_yaml_runs_through_the_real_runner(attack):
 
 def test_run_logs_the_conventional_names_params_tags_and_artifacts():
     settings = tiny_settings("square", "experiment_name=conventions")
-    runner.run(settings, runner.load_data(settings))
+    runner.run(settings, runner.prepare(settings))
     run = last_run()
     client = MlflowClient()
     assert client.get_experiment(run.info.experiment_id).name == "conventions"
@@ -64,7 +64,7 @@ def test_run_logs_the_conventional_names_params_tags_and_artifacts():
     assert run.data.tags["threat_model"] == "score_based" and run.data.tags["access.output"] == "probabilities"
     assert run.data.tags["dataset"] == "digits" and run.data.tags["judge"] == "cnn"
     params = run.data.params
-    assert params["access.budget"] == "30" and params["attack.eps"] == "0.1" and params["target.arch.name"] == "cnn"
+    assert params["access.budget"] == "30" and params["attack.eps"] == "0.1" and params["target.arch.width"] == "32"
     assert params["data.split.eval"] == "0.2"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "per_example.csv", "adversarial_grid.png"} <= artifacts

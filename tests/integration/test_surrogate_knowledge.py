@@ -12,12 +12,13 @@ from helpers.configs import tiny_settings
 from gavel.experiments import runner
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
-from gavel.targets.datasets import load_dataset, proxy_pool, subsample
+from gavel.targets.data.proxy import proxy_pool
+from gavel.targets.datasets import subsample
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(RunSettings.from_config(compose_config([])).data)
+    return RunSettings.from_config(compose_config([])).data_instance.load()
 
 
 def surrogate_fingerprint() -> str:
@@ -34,10 +35,10 @@ def surrogate_fingerprint() -> str:
         ([], lambda d: d.attacker),
         (["surrogate.knowledge=leaked"], lambda d: d.judge),
         (["surrogate.data_fraction=0.3"], lambda d: subsample(d.attacker, 0.3, seed=1)),
-        (["surrogate.knowledge=proxy"], lambda d: proxy_pool(d, "transformed", None, seed=1)),
+        (["surrogate.knowledge=proxy"], lambda d: proxy_pool(d.attacker, "transformed", None, seed=1)),
     ],
 )
 def test_the_surrogate_trains_on_the_pool_its_knowledge_gives(digits, overrides, expected_pool):
     settings = tiny_settings("transfer_pgd", *overrides)
-    runner.run(settings, runner.load_data(settings))
+    runner.run(settings, runner.prepare(settings))
     assert surrogate_fingerprint() == expected_pool(digits).fingerprint()

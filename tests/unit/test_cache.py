@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from gavel.targets.architectures.mlp import MLP
 from gavel.targets.datasets import Pool
-from gavel.targets.models import Architecture, ArchName
 from gavel.targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
-MODEL = ModelConfig(
-    Architecture(ArchName.MLP, hidden=(16,)), Recipe(epochs=2, batch_size=32, lr=0.01, weight_decay=0.0)
-)
+MODEL = ModelConfig(MLP(hidden=(16,)), Recipe(epochs=2, batch_size=32, lr=0.01, weight_decay=0.0))
 
 
 @pytest.fixture
@@ -50,7 +48,7 @@ def test_second_call_is_a_cache_hit_with_identical_weights(tmp_path, pool, caplo
 
 def test_key_changes_with_everything_that_determines_the_model(pool):
     other_pool = Pool(pool.x[::-1].copy(), pool.y[::-1].copy())
-    deeper = replace(MODEL, arch=replace(MODEL.arch, hidden=(32,)))
+    deeper = replace(MODEL, arch=MLP(hidden=(32,)))
     longer = replace(MODEL, train=replace(MODEL.train, epochs=3))
     keys = {
         spec_for(p, seed=s, model=m).key

@@ -26,8 +26,11 @@ from gavel.targets.access import DECISION_BASED, SCORE_BASED, TRANSFER, WHITE_BO
         (["access.output=scores"], "access.output='scores': allowed: logits, probabilities, label"),
         (["access.weights=closed"], "access.weights='closed': allowed: open, hidden"),
         (["n_examples=0"], "n_examples=0: allowed: a positive integer"),
-        (["target.arch.name=vit"], "target.arch.name='vit': allowed: cnn, mlp, resnet18"),
-        (["data.name=imagenet"], "data.name='imagenet': allowed: digits, mnist"),
+        (["target=resnet18", "target.arch.name=vit"], "target.arch.name='vit': allowed: resnet18, resnet34"),
+        (["+target.arch.depth=3"], "target.arch.depth: not a parameter of SmallCNN; allowed: width"),
+        (["target.arch._target_=nowhere.Net"], "target.arch._target_='nowhere.Net': not importable; allowed: an "),
+        (["target.arch._target_=gavel.targets.models.Judge"], "target.arch._target_=.*: not a Architecture"),
+        (["data._target_=gavel.targets.data.nowhere.Set"], "data._target_=.*: not importable; allowed data options"),
         (["device=tpu"], "device='tpu': allowed: cpu, cuda, auto"),
         (["target.train.epochs=-3"], "target.train.epochs=-3: allowed: a positive integer"),
     ],
@@ -47,8 +50,9 @@ def test_settings_are_typed_values_built_once():
     assert isinstance(settings.access, AccessPolicy) and settings.access.budget == 30
     assert settings.access.output == "probabilities" and settings.access.weights == "hidden"
     assert settings.attack_instance.threat_model == SCORE_BASED
-    assert settings.data.name == "digits" and settings.target.model.arch.name == "cnn"
-    assert len(settings.surrogate.members) == 1 and settings.surrogate.knowledge == "same_distribution"
+    assert settings.data.name == "digits" and settings.target_instance.model.arch.name == "cnn"
+    surrogate = settings.surrogate_instance
+    assert len(surrogate.members) == 1 and surrogate.knowledge == "same_distribution"
 
 
 NEEDS = {  # what each threat model needs from the access policy, as the issue states it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,13 +12,19 @@ from helpers.torchvision_files import write_cifar10, write_idx_set, write_mnist_
 
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
-from gavel.targets import datasets
-from gavel.targets.datasets import POOLS, DatasetName, DataSpec, PoolLimits, Split, load_dataset
+from gavel.targets.data import idx
+from gavel.targets.data.digits import POOLS
+from gavel.targets.data.mnist import MNIST
+from gavel.targets.data.torchvision_set import PoolLimits, TwoWaySplit
 
 
-def data_spec(*overrides: str) -> DataSpec:
-    """The `data` node of the config these overrides compose, as the typed config boundary reads it."""
-    return RunSettings.from_config(compose_config(list(overrides))).data
+def data_spec(*overrides: str):
+    """The data source of the config these overrides compose, as the typed config boundary builds it."""
+    return RunSettings.from_config(compose_config(list(overrides))).data_instance
+
+
+def load_dataset(source):
+    return source.load()
 
 
 def rows(pool) -> set[bytes]:
@@ -40,7 +45,7 @@ def test_digits_pools_are_disjoint_deterministic_and_well_formed():
     # the digits set holds a few exact duplicate images; pools are disjoint by example, so allow only those
     overlap = len(rows(data.judge) & rows(data.eval)) + len(rows(data.attacker) & rows(data.eval))
     assert overlap <= 2
-    other = load_dataset(replace(spec, split_seed=1))
+    other = load_dataset(data_spec("data=digits", "data.split_seed=1"))
     assert not np.array_equal(other.eval.x, data.eval.x)
 
 
@@ -48,9 +53,7 @@ def test_digits_pools_are_disjoint_deterministic_and_well_formed():
 def test_mnist_style_sets_load_from_a_local_torchvision_folder(tmp_path, name, folder):
     written = write_mnist_style(tmp_path, folder, n_train=40, n_test=12, rng=np.random.default_rng(0))
     spec = data_spec(f"data={name}", f"data.root={tmp_path}", "data.limit.eval=10")
-    assert spec == DataSpec(
-        name=DatasetName(name), root=str(tmp_path), split=Split(0.5, 0.5), limit=PoolLimits(eval=10)
-    )
+    assert (spec.root, spec.split, spec.limit) == (str(tmp_path), TwoWaySplit(0.5, 0.5), PoolLimits(eval=10))
     data = load_dataset(spec)
     assert (len(data.judge), len(data.attacker), len(data.eval)) == (20, 20, 10)
     assert data.input_shape == (1, 28, 28) and data.n_classes == 10
@@ -122,7 +125,7 @@ def test_cifar10_loads_from_a_local_torchvision_folder(tmp_path, monkeypatch):
 
 
 def test_missing_local_files_give_a_clear_error_without_downloading(tmp_path):
-    spec = DataSpec(name=DatasetName.MNIST, root=str(tmp_path), split=Split(0.5, 0.5))
+    spec = MNIST(root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="data.root=.*no MNIST files there.*data.download=true"):
         load_dataset(spec)
     assert not (tmp_path / "MNIST").exists()
@@ -134,14 +137,14 @@ def test_the_other_sets_idx_files_are_refused(tmp_path, monkeypatch):
     written = write_flat_idx(tmp_path, n_train=30, n_test=8, rng=np.random.default_rng(4))
     labels = written["train"][1]
     monkeypatch.setattr(
-        datasets,
+        idx,
         "FASHION_TRAIN_LABELS_SHA256",
         hashlib.sha256(struct.pack(">II", 0x0801, len(labels)) + labels.tobytes()).hexdigest(),
     )
     with pytest.raises(FileNotFoundError, match="these are Fashion-MNIST's files; allowed: data=fashion_mnist"):
         load_dataset(data_spec("data=mnist", f"data.root={tmp_path}"))
     assert len(load_dataset(data_spec("data=fashion_mnist", f"data.root={tmp_path}")).eval) == 8
-    monkeypatch.setattr(datasets, "MNIST_TRAIN_COUNTS", tuple(np.bincount(labels, minlength=10).tolist()))
+    monkeypatch.setattr(idx, "MNIST_TRAIN_COUNTS", tuple(np.bincount(labels, minlength=10).tolist()))
     with pytest.raises(FileNotFoundError, match="these are MNIST's files; allowed: data=mnist"):
         load_dataset(data_spec("data=fashion_mnist", f"data.root={tmp_path}"))
 

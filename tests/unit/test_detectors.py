@@ -16,7 +16,6 @@ from helpers.accounting import RowCounter
 from omegaconf import OmegaConf
 from torch import nn
 
-from gavel.attacks.params import declared_hyperparameters
 from gavel.defenses.base import Defense, OperatorKit
 from gavel.defenses.benign import BenignStreamSpec, benign_stream, false_positive_rates
 from gavel.defenses.detection.base import HistoryDetector, Scratch
@@ -37,6 +36,7 @@ from gavel.targets.access import (
     QueryRejected,
 )
 from gavel.targets.access.shield import Shield
+from gavel.targets.params import declared_hyperparameters
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "defense"
 EPS = 0.1

@@ -25,7 +25,7 @@ def surrogate_model() -> ModelConfig:
     settings = RunSettings.from_config(
         compose_config(["attack=transfer_pgd", "access=hidden_label", "surrogate=cnn", "surrogate.knowledge=extracted"])
     )
-    (model,) = settings.surrogate.members
+    (model,) = settings.surrogate_instance.members
     return replace(model, train=replace(model.train, epochs=20, batch_size=16))
 
 

@@ -96,7 +96,8 @@ def test_no_matching_run_is_an_error_not_a_pass(tmp_path, experiment, capsys):
 
 
 def test_the_sample_policy_is_well_formed():
-    name, experiment, run, thresholds = load_policy("conf/gate/demo.yaml")
+    policy = load_policy("conf/gate/demo.yaml")
+    name, experiment, run, thresholds = policy.name, policy.experiment, policy.run, policy.thresholds
     assert (name, experiment, run) == ("demo", "hiding_vs_ratelimit", ["experiment=hiding_vs_ratelimit"])
     assert len(thresholds) == 3
 

@@ -13,48 +13,50 @@ from gavel.experiments import models
 from gavel.experiments.config import compose_config
 from gavel.experiments.models import build_surrogate
 from gavel.experiments.settings import RunSettings
-from gavel.targets.datasets import load_dataset, proxy_pool, subsample
+from gavel.experiments.validation import ConfigError
+from gavel.targets.data.proxy import proxy_pool
+from gavel.targets.datasets import subsample
 from gavel.targets.models import Ensemble
 from gavel.targets.training import ModelSpec, get_or_train, predict_labels
 
 
 @pytest.fixture(scope="module")
 def digits_data():
-    return load_dataset(RunSettings.from_config(compose_config([])).data)
+    return RunSettings.from_config(compose_config([])).data_instance.load()
 
 
 def test_restyled_proxy_keeps_labels_but_not_images(digits_data):
-    proxy = proxy_pool(digits_data, "transformed", None, seed=0)
+    proxy = proxy_pool(digits_data.attacker, "transformed", None, seed=0)
     assert proxy.x.shape == digits_data.attacker.x.shape and proxy.x.dtype == np.float32
     np.testing.assert_array_equal(proxy.y, digits_data.attacker.y)
     assert np.abs(proxy.x - digits_data.attacker.x).mean() > 0.1
     assert 0 <= proxy.x.min() and proxy.x.max() <= 1
-    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data, "transformed", None, seed=0).x)
+    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data.attacker, "transformed", None, seed=0).x)
 
 
 def test_mnist_from_a_local_folder_is_a_proxy_for_digits(tmp_path, digits_data):
     write_mnist_style(tmp_path, "MNIST", n_train=600, n_test=10, rng=np.random.default_rng(0))
-    proxy = proxy_pool(digits_data, "mnist", str(tmp_path), seed=0)
+    proxy = proxy_pool(digits_data.attacker, "mnist", str(tmp_path), seed=0)
     assert proxy.x.shape == (len(digits_data.attacker), 1, 8, 8)  # resized to the judge's inputs
-    with pytest.raises(ValueError, match="surrogate.proxy='cifar10' for data=digits: allowed: transformed, mnist"):
-        proxy_pool(digits_data, "cifar10", None, seed=0)
+    with pytest.raises(ConfigError, match="surrogate.proxy='cifar10': .* for data=digits; allowed: transformed, mnist"):
+        RunSettings.from_config(compose_config(["surrogate.knowledge=proxy", "surrogate.proxy=cifar10"]))
     with pytest.raises(FileNotFoundError, match="no MNIST files"):
-        proxy_pool(digits_data, "mnist", str(tmp_path / "empty"), seed=0)
+        proxy_pool(digits_data.attacker, "mnist", str(tmp_path / "empty"), seed=0)
 
 
 def test_mnist_as_its_four_idx_files_is_a_proxy_for_digits(tmp_path, digits_data):
     write_idx_set(tmp_path, n_train=600, n_test=10, rng=np.random.default_rng(0))
-    proxy = proxy_pool(digits_data, "mnist", str(tmp_path), seed=0)
+    proxy = proxy_pool(digits_data.attacker, "mnist", str(tmp_path), seed=0)
     assert proxy.x.shape == (len(digits_data.attacker), 1, 8, 8)
     in_layout = tmp_path / "layout"
     write_mnist_style(in_layout, "MNIST", n_train=600, n_test=10, rng=np.random.default_rng(0))  # the same files
-    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data, "mnist", str(in_layout), seed=0).x)
+    np.testing.assert_array_equal(proxy.x, proxy_pool(digits_data.attacker, "mnist", str(in_layout), seed=0).x)
 
 
 def test_digits_are_a_proxy_for_mnist(tmp_path):
     write_mnist_style(tmp_path, "MNIST", n_train=60, n_test=10, rng=np.random.default_rng(0))
-    mnist = load_dataset(RunSettings.from_config(compose_config(["data=mnist", f"data.root={tmp_path}"])).data)
-    proxy = proxy_pool(mnist, "digits", None, seed=0)
+    mnist = RunSettings.from_config(compose_config(["data=mnist", f"data.root={tmp_path}"])).data_instance.load()
+    proxy = proxy_pool(mnist.attacker, "digits", None, seed=0)
     assert proxy.x.shape == (len(mnist.attacker), 1, 28, 28)
 
 
@@ -73,7 +75,7 @@ def test_an_ensemble_surrogate_trains_one_model_per_architecture(digits, monkeyp
     overrides = ["attack=transfer_pgd", "access=hidden_label", "surrogate=ensemble"]
     settings = RunSettings.from_config(compose_config(overrides))
     data = digits.data
-    spec = settings.surrogate
+    spec = settings.surrogate_instance
     assert [m.arch.name for m in spec.members] == ["cnn", "mlp"]
     surrogate = build_surrogate(spec, data, make_client(digits.judge, data), 1, settings.cache_dir, "cpu")
 

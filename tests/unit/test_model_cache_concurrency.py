@@ -22,13 +22,11 @@ import torch
 from helpers.seed_shift import threads_for_tests
 
 import gavel.targets.training as training
+from gavel.targets.architectures.mlp import MLP
 from gavel.targets.datasets import Pool
-from gavel.targets.models import Architecture, ArchName
 from gavel.targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
-MODEL = ModelConfig(
-    Architecture(ArchName.MLP, hidden=(16,)), Recipe(epochs=3, batch_size=32, lr=0.01, weight_decay=0.0)
-)
+MODEL = ModelConfig(MLP(hidden=(16,)), Recipe(epochs=3, batch_size=32, lr=0.01, weight_decay=0.0))
 WORKERS = 4
 TRIALS = 3
 

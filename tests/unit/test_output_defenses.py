@@ -10,7 +10,6 @@ from art.defences.postprocessor import ClassLabels, GaussianNoise
 from omegaconf import OmegaConf
 from torch import nn
 
-from gavel.attacks.params import declared_hyperparameters
 from gavel.defenses.base import Defense, OperatorKit
 from gavel.defenses.output.labels_only import LabelsOnly
 from gavel.defenses.output.output_noise import OutputNoise, add_noise
@@ -21,6 +20,7 @@ from gavel.defenses.quality import clean_accuracy, expected_calibration_error, f
 from gavel.experiments.settings import read_component
 from gavel.experiments.validation import ConfigError, Node
 from gavel.targets.access import DECISION_BASED, SCORE_BASED, AccessPolicy, Output
+from gavel.targets.params import declared_hyperparameters
 
 CLASSES = 10
 CONF = Path(__file__).resolve().parents[2] / "conf" / "defense"

@@ -33,16 +33,29 @@ class Range:
 
     def describe(self) -> str:
         low = (
-            f"[{self.minimum:g}" if self.minimum is not None else (f"({self.above:g}" if self.above is not None else "")
+            f"[{_num(self.minimum)}"
+            if self.minimum is not None
+            else (f"({_num(self.above)}" if self.above is not None else "")
         )
         high = (
-            f"{self.maximum:g}]" if self.maximum is not None else (f"{self.below:g})" if self.below is not None else "")
+            f"{_num(self.maximum)}]"
+            if self.maximum is not None
+            else (f"{_num(self.below)})" if self.below is not None else "")
         )
         if low and high:
             return f"in {low}, {high}"
         if low:
-            return f">= {self.minimum:g}" if self.minimum is not None else f"> {self.above:g}"
-        return f"<= {self.maximum:g}" if self.maximum is not None else f"< {self.below:g}"
+            return f">= {_num(self.minimum)}" if self.minimum is not None else f"> {_num(self.above)}"
+        return f"<= {_num(self.maximum)}" if self.maximum is not None else f"< {_num(self.below)}"
+
+
+def _num(value: float) -> str:
+    """A bound as people write it: whole numbers in full (a seed's 4294967295, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds reach numpy's legacy generator in some attack libraries, which takes 32 bits."""
 
 
 def declared_hyperparameters(classes: Iterable[type]) -> dict[str, Any]:
@@ -57,6 +70,20 @@ def declared_hyperparameters(classes: Iterable[type]) -> dict[str, Any]:
             if p.kind is p.KEYWORD_ONLY and name != "seed" and name not in found:
                 found[name] = hints.get(name, Any)
     return found
+
+
+class BadValue(ValueError):
+    """A value a component's own checks refuse (a door's `__init__`, beyond what its declared types say), named by its
+    key relative to the component's node: the config boundary prefixes the node's dotted path, so the one-line error
+    reads `target.arch.name='vit': not a torchvision ResNet; allowed: resnet18, resnet34, ...`."""
+
+    def __init__(self, key: str, value, allowed: str, why: str = "") -> None:
+        self.key, self.value, self.allowed, self.why = key, value, allowed, why
+        super().__init__(f"{key}={value!r}: {why + '; ' if why else ''}allowed: {allowed}")
+
+    def at(self, path: str) -> str:
+        """The message with the key's full dotted path."""
+        return f"{path}.{self}" if path else str(self)
 
 
 PositiveInt = Annotated[int, Range(minimum=1)]
@@ -105,6 +132,17 @@ def conforms(value, hint) -> bool:
     raise TypeError(f"cannot check a value against the declared type {hint!r}")
 
 
+PLURALS = {"a positive integer": "positive integers", "an integer": "integers", "a number": "numbers", "text": "texts"}
+
+
+def _plural(description: str) -> str:
+    """`a positive integer` -> `positive integers`; what has no plural here is bracketed: `(true or false)`."""
+    for one, many in PLURALS.items():
+        if description.startswith(one):
+            return many + description[len(one) :]
+    return f"({description})"
+
+
 def describe_type(hint) -> str:
     """What `hint` allows, in the words of a one-line error (`key=value: allowed: ...`)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -129,7 +167,7 @@ def describe_type(hint) -> str:
     if hint is str:
         return "text"
     if origin in (list, tuple, collections.abc.Sequence):
-        return f"a list of ({describe_type(args[0])})" if args else "a list"
+        return f"a list of {_plural(describe_type(args[0]))}" if args else "a list"
     if origin in (dict, collections.abc.Mapping):
         return "a group of keys"
     return "any value"

@@ -1,0 +1,56 @@
+"""The data-source contract: hyperparameters in `__init__` (keyword-only, typed, checked at the config boundary),
+and `load`, which reads the pools (`targets.datasets.Dataset`) before any run starts.
+
+A foreign judge declares its input shape; `load` gets it, and a source that can resize its images (the user's own)
+resizes them to it, while a fixed set refuses a shape it does not have. Errors are `SourceError`s naming the key.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Annotated, ClassVar
+
+import numpy as np
+
+from gavel.targets.datasets import Dataset, Pool
+from gavel.targets.errors import SourceError
+from gavel.targets.params import SEED_MAX, Range
+
+SplitSeed = Annotated[int, Range(minimum=0, maximum=SEED_MAX)]
+
+
+class DataSource(ABC):
+    proxies: ClassVar[tuple[str, ...]] = ("transformed",)
+    """What `surrogate.proxy` may be for this data: `transformed` (the attacker's pool restyled) always, another
+    set with the same classes where one exists."""
+
+    @property
+    def knows_judge_training_data(self) -> bool:
+        """Whether the pools include the judge's training data (`surrogate.knowledge=leaked` needs it, and so does a
+        judge that gavel trains)."""
+        return True
+
+    @abstractmethod
+    def load(self, input_shape: tuple[int, int, int] | None = None) -> Dataset:
+        """The pools, for a judge that takes `input_shape` (None: the data's own)."""
+
+
+def check_shape(dataset: Dataset, input_shape: tuple[int, int, int] | None, option: str) -> Dataset:
+    """A fixed set's images must be the shape a foreign judge declares: it is not resized."""
+    if input_shape is not None and tuple(input_shape) != dataset.input_shape:
+        raise SourceError(
+            f"target.input_shape={list(input_shape)}: data={option} holds images of {list(dataset.input_shape)}; "
+            f"allowed: {list(dataset.input_shape)}, or data=image_folder or data=npz (resized to the judge's input)"
+        )
+    return dataset
+
+
+def limited(indices: np.ndarray, limit: int | None) -> np.ndarray:
+    return indices if limit is None else indices[:limit]
+
+
+def pool(x: np.ndarray, y: np.ndarray, indices: np.ndarray) -> Pool:
+    return Pool(x[indices], y[indices])
+
+
+DIGIT_NAMES = tuple(str(digit) for digit in range(10))
