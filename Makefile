@@ -35,6 +35,8 @@ test-fast: $(STAMP)  ## skip the slow end-to-end tests
 bench: $(STAMP)  ## printed ratios and wall times, never asserted
 	$(BIN)/python bench/oracle_overhead.py
 	$(BIN)/python bench/query_engine.py
+	$(BIN)/python bench/fashion_resnet.py  # needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
+	$(BIN)/python bench/foreign_judge.py   # on the ResNet-18 fashion_resnet.py saved
 	$(BIN)/python bench/backend_throughput.py
 	$(BIN)/python bench/attack_walltime.py
 	$(BIN)/python bench/demo_walltime.py

@@ -6,7 +6,9 @@ which the sweep leaves out and says so."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from helpers.foreign_judges import (
     save_state_dict,
     save_torchscript,
 )
+from helpers.image_files import write_image_folder
 from helpers.paired import agree
 
 GAVEL = str(Path(sys.executable).with_name("gavel"))
@@ -119,3 +122,50 @@ def test_a_judge_without_gradients_leaves_out_the_white_box_row_and_agrees_on_th
         else:
             fooled = [s == "1" for (s,) in columns(per_example, "success")]
             agree(fooled, [s == "1" for (s,) in columns(expected, "success")])
+
+
+def gate(tmp_path: Path, policy: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return subprocess.run(
+        [GAVEL, "gate", "--policy", str(policy), "--out", str(tmp_path / "gate"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_team_gates_its_own_model_on_its_own_images_pinned_by_the_files_sha256(tmp_path, judge_files, digits):
+    """The CI recipe: `gavel gate --run` with the team's TorchScript file and image folders; the policy pins the
+    file's SHA-256, and a gate whose runs judged another file is an error (exit 2), whatever the thresholds say."""
+    model = Path(judge_files["torchscript"][1].removeprefix("target.path="))
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    images = {}
+    for pool in ("eval", "attacker"):
+        x, y = getattr(digits.data, pool).x, getattr(digits.data, pool).y
+        images[pool] = write_image_folder(tmp_path / "images" / pool, x[:60], y[:60], [str(d) for d in range(10)])
+    policy = tmp_path / "robustness.yaml"
+    policy.write_text(
+        "experiment: own-judge\n"
+        "run: experiment=hiding_vs_ratelimit experiment_name=own-judge n_examples=10\n"
+        f"judge:\n  sha256: {sha256}\n"
+        "thresholds:\n"
+        "  - {name: hidden weights keep some verdicts, where: {threat_model: transfer}, metric: robust_accuracy, "
+        "min: 0.0, bound: point}\n"
+    )
+    own = ["target=torchscript", f"target.path={model}", "data=image_folder", f"data.eval={images['eval']}",
+           f"data.attacker={images['attacker']}"]  # fmt: skip
+    done = gate(tmp_path, policy, "--run", *own)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "gate" / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and len(summary["checks"]) == 1
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        runs = [r for r in mlflow.search_runs(experiment_names=["own-judge"], output_format="list")
+                if "sweep_id" in r.data.tags]  # fmt: skip
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    assert len(runs) == 8 and {r.data.tags["judge.sha256"] for r in runs} == {sha256}
+    assert {r.data.tags["dataset"] for r in runs} == {"image_folder"}
+    policy.write_text(policy.read_text().replace(sha256, "0" * 64))
+    refused = gate(tmp_path, policy)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.startswith("gavel: policy.judge: run ") and f"judge.sha256={sha256}" in refused.stderr

@@ -47,7 +47,7 @@ def files(tmp_path_factory, digits) -> dict:
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(mixed / "a" / "small.png")
     Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(mixed / "a" / "large.png")
     registry = f"sqlite:///{folder / 'registry.db'}"
-    with tracking_at(registry), mlflow.start_run():
+    with tracking_at(registry), mlflow.start_run(experiment_id=mlflow.create_experiment("pickled-judge")):
         mlflow.pytorch.log_model(
             digits.judge, name="judge", input_example=digits.data.eval.x[:2], serialization_format="pickle",
             registered_model_name="pickled-judge",

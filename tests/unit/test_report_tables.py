@@ -15,6 +15,7 @@ import pytest
 from helpers.configs import tiny_settings
 
 from gavel.experiments import tracking
+from gavel.experiments.tracking import CLASSES_TAG
 from gavel.reports.curves import CURVE
 from gavel.reports.report import _html_table, _md_table, report
 from gavel.reports.table import run_overrides
@@ -53,7 +54,8 @@ def logged_run(experiment: str, sweep: str, name: str, overrides: list[str] | No
     (only the `overrides` line)."""
     recorded = tracking.overrides_tags(overrides) if overrides is not None else {tracking.OVERRIDES: line}
     mlflow.set_experiment(experiment)
-    tags = {"judge": "cnn", "defense": "none", "access.weights": "hidden", "sweep_id": sweep, **recorded, **tags}
+    tags = {"judge": "cnn", "defense": "none", "access.weights": "hidden", "sweep_id": sweep, **JUDGE_PIN, **recorded,
+            **tags}  # fmt: skip
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({"seed": "0", "access.budget": tags.get("access.budget", "null"), "attack.eps": "0.1"})
         if status == "FINISHED":
@@ -61,6 +63,11 @@ def logged_run(experiment: str, sweep: str, name: str, overrides: list[str] | No
     if status != "FINISHED":
         mlflow.MlflowClient().set_terminated(run.info.run_id, status)
     return run.info.run_id
+
+
+JUDGE_PIN = {"judge.sha256": "ab" * 32, "judge.file": "/models/fraud|judge <v2>.pt", "dataset": "my *own* data",
+             CLASSES_TAG: "cat | dog, <b>eel</b>"}  # fmt: skip
+"""A judge of the user's own, pinned by its file, on data whose names need escaping everywhere."""
 
 
 @pytest.fixture
@@ -195,9 +202,12 @@ def test_report_tables_keep_every_cell_whole_and_escaped(sweep, tmp_path):
     report(experiment, sweep_id, tmp_path)  # the figures too: a $\x$ in a legend would stop matplotlib
     markdown = (tmp_path / "report.md").read_text()
     assert "<" not in markdown.replace("<br>", "")  # no raw HTML at all
-    value, gains, missing, behind = md_tables(markdown)
-    assert behind[0][:3] == ["run", "status", "config (the job's overrides)"]
-    assert {row[0]: row[2] for row in behind[1:]} == configs  # the overrides as given, less the run label
+    judges, value, gains, missing, behind = md_tables(markdown)
+    assert judges[0] == ["judge", "pinned by", "data", "classes", "runs"]
+    pinned = f"fraud|judge <v2>.pt, sha256 {'ab' * 32}"
+    assert ["cnn", pinned, "my *own* data", "cat | dog, <b>eel</b>", "3"] in judges[1:]
+    assert behind[0][:4] == ["run", "status", "judge", "config (the job's overrides)"]
+    assert {row[0]: row[3] for row in behind[1:]} == configs  # the overrides as given, less the run label
     assert {row[0]: row[1] for row in behind[1:]}[FAILED_NAME] == "FAILED"
     assert [row[:2] for row in missing[1:]] == [[FAILED_NAME, "FAILED"]]
     names = {row[3] for row in gains[1:]} | {row[4] for row in gains[1:]}
@@ -209,7 +219,7 @@ def test_report_tables_keep_every_cell_whole_and_escaped(sweep, tmp_path):
     assert set(page.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "tr", "th",
                               "td", "figure", "img", "figcaption", "script"}  # fmt: skip
     assert page.tags.count("script") == 1  # the page's own, which counts the figures drawn
-    assert page.tables == [value, gains, missing, behind]  # the same text, cell for cell
+    assert page.tables == [judges, value, gains, missing, behind]  # the same text, cell for cell
     (white_name,) = [name for name in configs if name.startswith("0 ")]
     assert f"Adversarial examples of {white_name} with their perturbations" in page.alts
 

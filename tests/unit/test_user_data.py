@@ -187,3 +187,20 @@ def test_what_the_data_lacks_is_refused_before_the_run(same_data_twice, tmp_path
     with pytest.raises(ConfigError, match="surrogate.knowledge=leaked: the judge's training data is not known"):
         RunSettings.from_config(compose_config([*eval_only, *leaked]))
     assert RunSettings.from_config(compose_config([*arrays, *leaked]))
+
+
+@pytest.mark.slow
+def test_an_image_folder_of_pngs_gives_the_same_numbers_as_the_arrays_it_was_written_from(same_data_twice):
+    """The judge trained on each (one cache key: the same pools), then attacked through the runner."""
+    common = [
+        "attack=square",
+        "access=hidden_probabilities",
+        "access.budget=30",
+        "n_examples=15",
+        "target.train.epochs=5",
+    ]
+    folder, arrays = (
+        runner.run(settings, runner.prepare(settings))
+        for settings in (RunSettings.from_config(compose_config([*o, *common])) for o in same_data_twice)
+    )
+    assert folder == arrays and folder["n_attacked"] > 0
