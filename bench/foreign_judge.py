@@ -1,7 +1,7 @@
 """Speed of the query attacks on a foreign TorchScript judge, as bench/query_engine.py measures it on the digits
 CNN: an attack's wall time divided by the bare judge's time for the same number of rows at batch 256. The judge is
 loaded as `target=torchscript` loads it (`TorchScriptJudge`: checked against the data, behind its input contract)
-and served as the Oracle serves it (channels-last where it convolves, set in place when the Oracle is built), so the
+and served as the Oracle serves it (channels-last where it convolves and its function stays the same), so the
 ratio is the overhead of gavel's batched attack loop, the Oracle and the client over the queries themselves. On a
 judge whose forward costs more than the digits CNN's, that overhead weighs less, but a batch that is not full costs
 more per row: Square asks one row per example still in play, so with fewer than 256 examples its batches never fill, and
@@ -22,11 +22,8 @@ from pathlib import Path
 import torch
 from fashion_resnet import OUT, ROOT, resnet18, save_traced, smoke_pools
 from fixtures import add_smoke_flag
-from query_engine import attack_seconds, bare_seconds
+from query_engine import bare_seconds, print_gavel_ratios
 
-from gavel.attacks.query.hopskipjump import HopSkipJump
-from gavel.attacks.query.square import Square
-from gavel.targets.access import AccessPolicy, Oracle
 from gavel.targets.data.base import DIGIT_NAMES
 from gavel.targets.datasets import Dataset, Pool
 from gavel.targets.judges.torchscript import TorchScriptJudge
@@ -34,10 +31,8 @@ from gavel.targets.training import predict_labels
 
 
 def load_served(path: Path, data: Dataset) -> torch.nn.Module:
-    """The TorchScript judge at `path` as `target=torchscript` gives it to the Oracle, which serves it (in place)."""
-    judge = TorchScriptJudge(path=str(path)).prepare(data, "cpu").model
-    Oracle(judge, AccessPolicy("hidden", "label", None), input_shape=data.input_shape, n_classes=data.n_classes)
-    return judge
+    """The TorchScript judge at `path` as `target=torchscript` gives it to the Oracle (its memory layout chosen)."""
+    return TorchScriptJudge(path=str(path)).prepare(data, "cpu").model
 
 
 def main() -> None:
@@ -75,16 +70,7 @@ def main() -> None:
         f"thread(s), judge {args.model.name} ({parameters / 1e6:.1f} M parameters, clean accuracy {right.mean():.3f}, "
         f"{batch * 1e3:.1f} ms per batch of 256): attack time / bare judge time for the same rows at batch 256"
     )
-    for name, attack, output in (
-        ("gavel Square L-inf", Square(eps=0.1, backend="gavel"), "probabilities"),
-        ("gavel HopSkipJump L-inf", HopSkipJump(eps=0.1, backend="gavel"), "label"),
-    ):
-        seconds, rows, fooled = attack_seconds(judge, data, attack, output, x, y, args.budget)
-        bare = bare_seconds(judge, x, rows)
-        print(
-            f"  {name:<26} {seconds:6.1f} s  {rows:8d} rows  bare {bare:6.1f} s  ratio {seconds / bare:5.2f}  "
-            f"(success {fooled:.3f})"
-        )
+    print_gavel_ratios(judge, data, x, y, args.budget)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def bare_seconds(judge, x: np.ndarray, rows: int, batch: int = 256) -> float:
 
 
 def attack_seconds(judge, data, attack, output: str, x, y, budget: int) -> tuple[float, int, float]:
-    oracle = Oracle(judge, AccessPolicy("hidden", output, budget), input_shape=data.input_shape, n_classes=10)
+    policy = AccessPolicy("hidden", output, budget)
+    oracle = Oracle(judge, policy, input_shape=data.input_shape, n_classes=data.n_classes)
     client = AttackerClient(oracle)
     client.plan(len(x))
     start = time.perf_counter()
@@ -45,6 +46,21 @@ def attack_seconds(judge, data, attack, output: str, x, y, budget: int) -> tuple
     seconds = time.perf_counter() - start
     fooled = float((predict_labels(judge, result.x_adv) != y).mean())
     return seconds, oracle.queries_total, fooled
+
+
+def print_gavel_ratios(judge, data, x: np.ndarray, y: np.ndarray, budget: int) -> None:
+    """gavel's batched Square (a score API) and HopSkipJump (a labels-only API) on `judge`, each as its wall time,
+    the rows it asked, the bare judge's time for as many rows, and their ratio."""
+    for name, attack, output in (
+        ("gavel Square L-inf", Square(eps=0.1, backend="gavel"), "probabilities"),
+        ("gavel HopSkipJump L-inf", HopSkipJump(eps=0.1, backend="gavel"), "label"),
+    ):
+        seconds, rows, fooled = attack_seconds(judge, data, attack, output, x, y, budget)
+        bare = bare_seconds(judge, x, rows)
+        print(
+            f"  {name:<26} {seconds:6.1f} s  {rows:8d} rows  bare {bare:6.1f} s  ratio {seconds / bare:5.2f}  "
+            f"(success {fooled:.3f})"
+        )
 
 
 def main() -> None:
@@ -65,13 +81,7 @@ def main() -> None:
         f"query attacks on {len(x)} digits examples, budget {args.budget}, {torch.get_num_threads()} torch "
         f"thread(s): attack time / bare judge time for the same rows at batch 256"
     )
-    for name, attack, output in (
-        ("gavel Square L-inf", Square(eps=0.1, backend="gavel"), "probabilities"),
-        ("gavel HopSkipJump L-inf", HopSkipJump(eps=0.1, backend="gavel"), "label"),
-    ):
-        seconds, rows, fooled = attack_seconds(judge, data, attack, output, x, y, args.budget)
-        ratio = seconds / bare_seconds(judge, x, rows)
-        print(f"  {name:<26} {seconds:6.1f} s  {rows:8d} rows  ratio {ratio:5.1f}  (success {fooled:.3f})")
+    print_gavel_ratios(judge, data, x, y, args.budget)
     estimator = pytorch_estimator(judge, data.input_shape, data.n_classes, "cpu")
     art = SquareAttack(
         estimator, norm=np.inf, eps=0.1, max_iter=args.budget, nb_restarts=1, batch_size=256, verbose=False

@@ -53,6 +53,10 @@ class Defense(ABC):
                 f"access.output={policy.output.value}: defense={name} does not apply to it; allowed: {allowed}"
             )
 
+    def check_judge(self, judge: nn.Module) -> None:
+        """Refuse (ValueError, one line) a judge the defense cannot be deployed on (a judge of the user's own, checked
+        before any run; gavel's trained judges fit every defense)."""
+
     def check_hyperparameters(self) -> None:
         """The config boundary checks the same annotations, with the same words; this holds a defense built in
         code (a test, a bench) to them too. Each hyperparameter is stored under its own name."""

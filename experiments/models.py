@@ -31,10 +31,7 @@ def build_surrogate(
     spec: Surrogate, data: Dataset, client: AttackerClient, seed: int, cache_dir: Path, device: str
 ) -> nn.Module:
     """The attacker's surrogate; `seed` is the attacker's own (the run's seed + 1), not the judge's."""
-    source = data.judge if spec.knowledge == "leaked" else data.attacker
-    if source is None or len(source) == 0:
-        raise RuntimeError(f"surrogate.knowledge={spec.knowledge}: the attacker has no data to train a surrogate on")
-    pool = subsample(source, spec.data_fraction, seed)
+    pool = subsample(data.judge if spec.knowledge == "leaked" else data.attacker, spec.data_fraction, seed)
     if spec.knowledge == "extracted":
         # Not cached: its labels must be bought, and counted, in every run that uses it.
         model, labels = extract(client, spec.members[0], spec.extraction, pool, seed, device)

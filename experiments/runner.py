@@ -75,9 +75,9 @@ class Selection:
     attacked: np.ndarray
 
 
-class RefusedByTheJudge(ConfigError):
-    """The attack or the API needs what the judge does not offer (gradients, scores): a sweep leaves the job out
-    and says so; a single job stops, one line, exit status 2."""
+class Unavailable(ConfigError):
+    """The job needs what the judge or the data does not offer (gradients, scores, the attacker's own data, the
+    operator's): a sweep leaves the job out and says so; a single job stops, one line, exit status 2."""
 
 
 def prepare(settings: RunSettings) -> Prepared:
@@ -104,9 +104,9 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
     try:
         attack.check_access(settings.access, prepared.capabilities, judge)
     except AccessDenied as denied:
-        raise RefusedByTheJudge(f"attack={settings.attack.name}: {denied}") from None
+        raise Unavailable(f"attack={settings.attack.name}: {denied}") from None
     if settings.access.output != Output.LABEL and not prepared.capabilities.scores:
-        raise RefusedByTheJudge(
+        raise Unavailable(
             f"access.output={settings.access.output.value}: {judge} answers with a label only; allowed: label"
         )
     if attack.targeted and attack.target_class >= data.n_classes:
@@ -118,12 +118,17 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
         attack.threat_model.surrogate and settings.surrogate_instance.knowledge != "leaked"
     )
     if needs_own_data and len(data.attacker) == 0:
-        raise ConfigError(
+        raise Unavailable(
             f"data.attacker=None: attack={settings.attack.name} needs the attacker's own data; "
             "allowed: a path with the attacker's examples, or an attack that needs none (score- or decision-based)"
         )
+    if prepared.judge is not None:
+        try:
+            settings.defense_instance.check_judge(prepared.judge.model)
+        except ValueError as error:
+            raise Unavailable(f"defense={settings.defense.name}: {error}") from None
     if settings.defense_instance.needs_operator_data and data.operator is None:
-        raise ConfigError(
+        raise Unavailable(
             f"data.operator=None: defense={settings.defense.name} calibrates on the operator's own data; "
             "allowed: a path with the operator's held-out examples (or data.judge_train)"
         )

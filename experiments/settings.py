@@ -152,7 +152,7 @@ class RunSettings:
         access = read_access(top.child("access"))
         attack = read_attack(top.child("attack"), seed, access)
         surrogate = read_door(top.child("surrogate"), Surrogate)
-        check_surrogate(surrogate, data, access, used=attack.instance.threat_model.surrogate)
+        check_surrogate(surrogate, data, target, access, used=attack.instance.threat_model.surrogate)
         defense = read_component(top.child("defense"), "defense", Defense)
         try:
             defense.instance.check(access, attack.instance.threat_model, defense.name)
@@ -210,9 +210,9 @@ def read_access(node: Node) -> AccessPolicy:
         raise ConfigError(str(error)) from None
 
 
-def check_surrogate(surrogate: Component, data: Component, access: AccessPolicy, used: bool) -> None:
-    """What the surrogate's knowledge needs of the data; `used`: whether the attack crafts on a surrogate (only
-    then must the judge's training data be known, and labels affordable)."""
+def check_surrogate(surrogate: Component, data: Component, target: Component, access: AccessPolicy, used: bool) -> None:
+    """What the surrogate's knowledge needs of the data and the judge; `used`: whether the attack crafts on a
+    surrogate (only then must the judge's training data be known, and labels affordable)."""
     spec: Surrogate = surrogate.instance
     source: DataSource = data.instance
     if spec.knowledge == "proxy" and spec.proxy not in source.proxies:
@@ -222,10 +222,12 @@ def check_surrogate(surrogate: Component, data: Component, access: AccessPolicy,
         )
     if not used:
         return
-    if spec.knowledge == "leaked" and not source.knows_judge_training_data:
+    known = target.instance.trained_on_the_data or source.names_judge_training_data
+    if spec.knowledge == "leaked" and not known:
         raise ConfigError(
-            "surrogate.knowledge=leaked: the judge's training data is not known (data.judge_train=None); "
-            "allowed: data.judge_train=PATH, or surrogate.knowledge=same_distribution, proxy or extracted"
+            f"surrogate.knowledge=leaked: the judge's training data is not known (target={target.name} was trained "
+            f"elsewhere, and data={data.name} names none: data.judge_train); allowed: data=image_folder or npz with "
+            "data.judge_train=PATH, or surrogate.knowledge=same_distribution, proxy or extracted"
         )
     if spec.knowledge == "extracted":
         _check_labels_can_be_bought(spec.extraction, access)

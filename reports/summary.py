@@ -40,7 +40,8 @@ class SweepSummary(Callback):
 
 
 def refused_lines(sweep_dir: Path) -> str:
-    """The sweep's jobs the judge refused (the sweeper's `refused.json`), a line each under the table."""
+    """The sweep's jobs the judge or the data could not serve (the sweeper's `refused.json`), a line each under the
+    table."""
     path = sweep_dir / "refused.json"
     refused = json.loads(path.read_text()) if path.is_file() else []
     if not refused:

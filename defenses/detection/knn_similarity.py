@@ -247,6 +247,13 @@ class KnnSimilarity(DetectionDefense):
         self.train_steps = train_steps
         super().__init__(**common)
 
+    def check_judge(self, judge: nn.Module) -> None:
+        if self.encoder == "penultimate" and not any(isinstance(m, nn.Linear) for m in judge.modules()):
+            raise ValueError(
+                "defense.encoder=penultimate: the judge has no torch Linear layer to stop before (a TorchScript, "
+                "exported or ONNX Runtime model hides its layers); allowed: defense.encoder=similarity or pixels"
+            )
+
     def detector(self, judge: nn.Module, operator: OperatorKit) -> KnnDetector:
         if self.encoder == "pixels":
             encoder = pixels_encoder(operator.device)

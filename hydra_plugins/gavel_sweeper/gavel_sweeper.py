@@ -8,9 +8,9 @@ block and win over a block's value for the same key.
 Under every launcher (basic, joblib, submitit, ray), before the first job starts, the sweeper checks every job's
 config, its data and judge (a foreign judge is loaded once per distinct data and target), and the tracking store,
 and creates the store and the experiments once (parallel jobs on a new sqlite store would otherwise race through
-MLflow's schema migration). A job whose attack or API needs what the judge does not offer (a white-box attack on a
-judge without gradients) is left out, and said so; the sweep's summary lists it (`refused.json` in the sweep's
-folder). Jobs that run side by side on one machine
+MLflow's schema migration). A job that needs what the judge or the data does not offer (a white-box attack on a
+judge without gradients, a transfer attack without the attacker's own data) is left out, and said so; the sweep's
+summary lists it (`refused.json` in the sweep's folder). Jobs that run side by side on one machine
 (joblib, submitit_local) get `threads` so that jobs x threads does not exceed the cores, unless `threads` is set.
 With `resume=true` a job whose config already has a FINISHED run (tag `config_digest`) is not run again: its run
 joins this sweep (its `sweep_id` tag moves here), so the sweep's table is the same as an uninterrupted sweep's.
@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 REFUSED = "refused.json"
-"""In the sweep's folder: the jobs the judge refused (each `job` and `why`), for the sweep's summary."""
+"""In the sweep's folder: the jobs left out because the judge or the data cannot serve them (each `job` and `why`),
+for the sweep's summary."""
 
 
 def expand_grid(
@@ -154,9 +155,9 @@ class GavelSweeper(BasicSweeper):
         return returns
 
     def judged(self, jobs: List[List[str]], settings: list) -> tuple[List[List[str]], list, list[dict]]:
-        """The jobs whose data and judge give them what they need, with their settings, and those the judge refuses
-        (each with why). Data or a judge that cannot be used at all stops the sweep (a `SourceError` or
-        `ConfigError`), as does a sweep whose every job the judge refuses."""
+        """The jobs whose data and judge give them what they need, with their settings, and those left out (each with
+        why). Data or a judge that cannot be used at all stops the sweep (a `SourceError` or `ConfigError`), as does a
+        sweep whose every job is left out."""
         from gavel.experiments import runner
         from gavel.experiments.validation import ConfigError
 
@@ -168,8 +169,9 @@ class GavelSweeper(BasicSweeper):
                 if key not in inputs:
                     inputs[key] = runner.load_inputs(job_settings)
                 runner.check_prepared(job_settings, inputs[key])
-            except runner.RefusedByTheJudge as refusal:
-                log.warning("gavel sweep: left out, the judge refuses it: %s (job: %s)", refusal, " ".join(job))
+            except runner.Unavailable as refusal:
+                log.warning("gavel sweep: left out, the judge or the data cannot serve it: %s (job: %s)", refusal,
+                            " ".join(job))  # fmt: skip
                 refused.append({"job": " ".join(job), "why": str(refusal)})
                 continue
             except ConfigError as error:

@@ -25,10 +25,11 @@ class DataSource(ABC):
     set with the same classes where one exists."""
 
     @property
-    def knows_judge_training_data(self) -> bool:
-        """Whether the pools include the judge's training data (`surrogate.knowledge=leaked` needs it, and so does a
-        judge that gavel trains)."""
-        return True
+    def names_judge_training_data(self) -> bool:
+        """Whether the user named the judge's training data (`data.judge_train`): then `surrogate.knowledge=leaked`
+        may use it whoever trained the judge. A built-in set only holds a pool for gavel to train its judge on; what
+        trained a judge of the user's own, gavel cannot know."""
+        return False
 
     @abstractmethod
     def load(self, input_shape: tuple[int, int, int] | None = None) -> Dataset:

@@ -5,39 +5,20 @@ optionally, `classes` (the class names, in label order)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
-from gavel.targets.data.base import SplitSeed
 from gavel.targets.data.user_data import Examples, UserData
 from gavel.targets.errors import SourceError
-from gavel.targets.params import PositiveInt
 
 
 class Npz(UserData):
     option = "npz"
     what = "an .npz file with arrays x and y"
 
-    def __init__(
-        self,
-        *,
-        eval: str | None = None,
-        attacker: str | None = None,
-        operator: str | None = None,
-        judge_train: str | None = None,
-        classes: Sequence[str] | None = None,
-        resize: bool = True,
-        size: Sequence[PositiveInt] | None = None,
-        channels: Literal[1, 3] | None = None,
-        shuffle: bool = True,
-        split_seed: SplitSeed = 0,
-        layout: Literal["NCHW", "NHWC"] = "NCHW",
-    ) -> None:
-        super().__init__(
-            eval=eval, attacker=attacker, operator=operator, judge_train=judge_train, classes=classes, resize=resize,
-            size=size, channels=channels, shuffle=shuffle, split_seed=split_seed,
-        )  # fmt: skip
+    def __init__(self, *, layout: Literal["NCHW", "NHWC"] = "NCHW", **pools) -> None:
+        super().__init__(**pools)
         self.layout = layout
 
     def read(self, key: str, path: Path) -> tuple[Examples, tuple[str, ...] | None]:

@@ -78,7 +78,7 @@ class UserData(DataSource):
     """What each pool's key names, for messages."""
 
     @property
-    def knows_judge_training_data(self) -> bool:
+    def names_judge_training_data(self) -> bool:
         return self.paths["judge_train"] is not None
 
     @abstractmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -50,15 +51,14 @@ class ProvidedJudge:
 
 
 class JudgeSource(ABC):
+    trained_on_the_data: ClassVar[bool] = False
+    """Whether gavel trains the judge on the data's judge pool (then that pool is its training data, for
+    `surrogate.knowledge=leaked`), rather than loading one trained elsewhere on data gavel cannot know."""
+
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
         """The input the judge declares ([channels, height, width]); None: the data's (a judge gavel trains)."""
         return None
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What the judge offers; a foreign judge knows only once `prepare` has loaded it."""
-        return FULL
 
     @abstractmethod
     def prepare(self, data: Dataset, device: str) -> ProvidedJudge | None:
@@ -70,23 +70,33 @@ class JudgeSource(ABC):
         raise TypeError(f"{type(self).__name__}: its judge is ready when prepared; the run does not make it")
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message in a few words: its first line (its type where it has none), cut at 300 characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
 @torch.no_grad()
-def check_outputs(model: nn.Module, data: Dataset, where: str, device: str) -> None:
+def check_outputs(
+    model: nn.Module, data: Dataset, where: str, device: str, declared: tuple[int, ...] | None = None
+) -> None:
     """The model takes the data's inputs (three rows, then one: a batch dimension fixed at export is refused here,
-    not mid-attack) and returns one finite score per class for each; else a `SourceError` naming `where`."""
+    not mid-attack), returns one finite score per class for each, and scores a row the same in either call (not a
+    network left in training mode: batch norm over the batch, dropout); else a `SourceError` naming `where`.
+    `declared`: the input shape the judge declares (None: the data's, said so)."""
     from gavel.targets.errors import SourceError
 
     shape = list(data.input_shape)
+    key = f"target.input_shape={list(declared)}" if declared else f"target.input_shape=null (the data's {shape})"
+    outs = []
     for rows in (3, 1):
         x = torch.from_numpy(data.eval.x[:rows]).to(device)
         try:
             out = model(x)
         except Exception as error:  # whatever the model's own code raises: it cannot take this input
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise SourceError(
-                f"target.input_shape={shape}: the model in {where} does not take {rows} input(s) of {shape} "
-                f"({type(error).__name__}: {reason[:200]}); allowed: the input shape it was made for, with any "
-                "number of rows"
+                f"{key}: the model in {where} does not take {rows} input(s) of {shape} ({type(error).__name__}: "
+                f"{first_line(error)[:200]}); allowed: the input shape it was made for, with any number of rows"
             ) from None
         expected = [len(x), data.n_classes]
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -97,3 +107,9 @@ def check_outputs(model: nn.Module, data: Dataset, where: str, device: str) -> N
             )
         if not torch.isfinite(out.float()).all():
             raise SourceError(f"{where}: the model returns non-finite scores for the data's inputs; allowed: finite")
+        outs.append(out.float())
+    if not torch.allclose(outs[0][:1], outs[1], rtol=1e-3, atol=1e-4):
+        raise SourceError(
+            f"{where}: the model scores an input differently alone and among others (a network left in training "
+            "mode: batch norm over the batch, dropout?); allowed: a model saved in eval mode"
+        )

@@ -10,12 +10,15 @@
   too needs `target.trust_pickle=true`): a black-box judge, asked through `predict` (no gradients; scores where
   it returns one score per class, a label only where it returns labels).
 
-The run records the URI, the registered model's name and version (or the run) and the SHA-256 of the model file.
+The run records the URI, the registered model's name and version (or the run and its logged model), and the SHA-256
+of the model file (of the whole model folder for a python_function model). The registry is read through a client of
+its own: MLflow's tracking and registry URIs, and the environment, are left as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -29,8 +32,8 @@ from torch import nn
 
 from gavel.targets.datasets import Dataset
 from gavel.targets.errors import SourceError
-from gavel.targets.judges.base import FULL, Capabilities
-from gavel.targets.judges.foreign import ForeignJudge, first_line
+from gavel.targets.judges.base import FULL, Capabilities, first_line
+from gavel.targets.judges.foreign import ForeignJudge
 from gavel.targets.judges.onnx import load_onnx
 from gavel.targets.judges.pt2_archive import UnsafeArchive, check_pickle_free
 from gavel.targets.params import BadValue
@@ -58,14 +61,15 @@ class MlflowJudge(ForeignJudge):
         return f"target.uri={self.uri}"
 
     def load(self, data: Dataset) -> tuple[nn.Module, Capabilities, dict[str, str], str]:
-        import mlflow
+        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        self._check_store()
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._downloads = tempfile.TemporaryDirectory(prefix="gavel-judge-")
         try:
-            with _registry(self.tracking_uri), _env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"):
-                pin = self._pin()
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=self._downloads.name))
+            with _env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"):
+                local, pin = self._download(client, Path(self._downloads.name))
         except MlflowException as error:
             raise SourceError(f"{self.where}: {first_line(error)}; allowed: {URIS} that the registry holds") from None
         flavors = _flavors(local, self.where)
@@ -78,40 +82,73 @@ class MlflowJudge(ForeignJudge):
             raise SourceError(f"{self.where}: a pytorch flavour with neither model.pt2 nor model.pth in {folder.name}/")
         if "onnx" in flavors:
             path = local / flavors["onnx"].get("data", "model.onnx")
-            content = path.read_bytes()
+            try:
+                content = path.read_bytes()
+            except OSError as error:
+                raise SourceError(f"{self.where}: its onnx flavour's {path.name} cannot be read ({error})") from None
             model, capabilities, engine = load_onnx(content, "auto", data, self.where)
             pin = {**pin, "judge.format": f"onnx ({engine})", "judge.sha256": hashlib.sha256(content).hexdigest()}
             return model, capabilities, pin, f"{self.kind} (ONNX, run by {engine})"
         if "python_function" in flavors:
-            return self._pyfunc(local, flavors["python_function"], data, pin)
+            return self._pyfunc(local, data, pin)
         raise SourceError(
             f"{self.where}: flavours {', '.join(flavors) or 'none'}; allowed: a pytorch, onnx or python_function model"
         )
 
-    def _pin(self) -> dict[str, str]:
-        """The URI, and what it resolves to now: the registered model's name and version (an alias's or the
-        latest's), or the run."""
-        from mlflow import MlflowClient
+    def _check_store(self) -> None:
+        """A registry in a local sqlite file that does not exist holds no model: refused before it is created."""
+        import mlflow
+
+        uri = self.tracking_uri or mlflow.get_tracking_uri()
+        key = "target.tracking_uri" if self.tracking_uri else "MLFLOW_TRACKING_URI"
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise SourceError(
+                f"{key}={uri}: no MLflow store there to find {self.uri} in; allowed: the tracking URI of the registry "
+                "that holds it (target.tracking_uri)"
+            )
+
+    def _download(self, client, into: Path) -> tuple[Path, dict[str, str]]:
+        """The model's folder, downloaded into `into`, and the tags that pin it: the URI and what it resolved to (the
+        registered model's name and version, an alias's or the latest's, or the run and its logged model). The
+        version downloaded is the one pinned, whatever an alias points at by then."""
+        import mlflow
 
         pin = {"judge.uri": self.uri}
         registered = REGISTERED.fullmatch(self.uri)
-        if registered is None:
-            pin["judge.run_id"] = self.uri.removeprefix("runs:/").split("/", 1)[0]
-            return pin
-        client = MlflowClient()
-        name, version, alias = registered["name"], registered["version"], registered["alias"]
+        if registered is not None:
+            found = self._version(client, registered["name"], registered["version"], registered["alias"])
+            pin.update({"judge.model_name": found.name, "judge.model_version": str(found.version)})
+            if found.run_id:
+                pin["judge.run_id"] = found.run_id
+            source = client.get_model_version_download_uri(found.name, found.version)
+        else:
+            run_id, _, path = self.uri.removeprefix("runs:/").partition("/")
+            pin["judge.run_id"] = run_id
+            run = client.get_run(run_id)
+            logged = [
+                model
+                for model in client.search_logged_models(
+                    experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+                )
+                if model.name == path.strip("/")
+            ]
+            if not logged:  # an MLflow 2 model, logged as the run's artifacts
+                return Path(client.download_artifacts(run_id, path, str(into))), pin
+            pin["judge.model_id"] = logged[0].model_id
+            source = logged[0].artifact_location
+        return Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(into), tracking_uri=self.tracking_uri)
+        ), pin
+
+    def _version(self, client, name: str, version: str | None, alias: str | None):
         if alias is not None:
-            found = client.get_model_version_by_alias(name, alias)
-        elif version == "latest":
+            return client.get_model_version_by_alias(name, alias)
+        if version == "latest":
             found = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), default=None)
             if found is None:
                 raise SourceError(f"{self.where}: the registered model {name!r} has no version; allowed: {URIS}")
-        else:
-            found = client.get_model_version(name, version)
-        pin.update({"judge.model_name": name, "judge.model_version": str(found.version)})
-        if found.run_id:
-            pin["judge.run_id"] = found.run_id
-        return pin
+            return found
+        return client.get_model_version(name, version)
 
     def _exported(self, path: Path, pin: dict[str, str]) -> tuple[nn.Module, Capabilities, dict[str, str], str]:
         content = path.read_bytes()
@@ -123,7 +160,7 @@ class MlflowJudge(ForeignJudge):
                 "serialization_format='pt2' by mlflow.pytorch.log_model"
             ) from None
         try:
-            module = torch.export.load(path).module()
+            module = torch.export.load(io.BytesIO(content)).module()  # the bytes checked, not the file again
         except Exception as error:  # torch.export's own deserialisation errors
             raise SourceError(f"{self.where}: torch.export cannot load its model.pt2 ({first_line(error)})") from None
         module.training = False  # an exported program cannot be switched by eval(); it was exported in eval mode
@@ -144,7 +181,7 @@ class MlflowJudge(ForeignJudge):
         pin = {**pin, "judge.format": "pickle", "judge.sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         return module.eval(), FULL, pin, f"{self.kind} (pickled, trusted)"
 
-    def _pyfunc(self, local: Path, flavor: dict, data: Dataset, pin: dict) -> tuple[nn.Module, Capabilities, dict, str]:
+    def _pyfunc(self, local: Path, data: Dataset, pin: dict) -> tuple[nn.Module, Capabilities, dict, str]:
         if not self.trust_pickle:
             raise SourceError(
                 f"{self.where}: a python_function model, whose loader runs its own Python code (a cloudpickled "
@@ -156,9 +193,7 @@ class MlflowJudge(ForeignJudge):
             model = mlflow.pyfunc.load_model(str(local))
         answers = PyfuncModule(model, data.n_classes, "scores")
         kind = answers.kind_of(data.eval.x[:3], self.where)
-        payload = local / flavor.get("python_model", "python_model.pkl")
-        sha = hashlib.sha256(payload.read_bytes()).hexdigest() if payload.is_file() else ""
-        pin = {**pin, "judge.format": "pyfunc", **({"judge.sha256": sha} if sha else {})}
+        pin = {**pin, "judge.format": "pyfunc", "judge.sha256": folder_digest(local)}
         capabilities = Capabilities(gradients=False, scores=kind != "labels")
         return PyfuncModule(model, data.n_classes, kind), capabilities, pin, f"{self.kind} (python_function, {kind})"
 
@@ -216,28 +251,14 @@ def _flavors(local: Path, where: str) -> dict:
     return flavors
 
 
-@contextmanager
-def _registry(uri: str | None):
-    """MLflow's tracking and registry URIs set to `uri` while the judge is looked up and downloaded (None: as they
-    are). `download_artifacts` of a `models:/` URI reads the registry set here, not the one passed to it."""
-    import mlflow
-
-    if uri is None:
-        yield
-        return
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    had_env = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(registry)
-        if had_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)  # set_tracking_uri sets it too
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = had_env
+def folder_digest(folder: Path) -> str:
+    """One SHA-256 of a model folder: every file's path within it and bytes, in sorted order (a python_function
+    model's code, pickle and artifacts, weights among them)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -19,9 +19,8 @@ from torch import nn
 
 from gavel.targets.datasets import Dataset
 from gavel.targets.errors import SourceError
-from gavel.targets.judges.base import FULL, Capabilities
-from gavel.targets.judges.foreign import ForeignJudge, file_pin, first_line, read_file
-from gavel.targets.params import BadValue
+from gavel.targets.judges.base import FULL, Capabilities, first_line
+from gavel.targets.judges.foreign import FileJudge, file_pin
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +54,16 @@ class OnnxRuntimeModule(nn.Module):
         return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
 
 
-class OnnxJudge(ForeignJudge):
+class OnnxJudge(FileJudge):
     kind = "an ONNX model"
+    what = WHAT
 
-    def __init__(self, *, path: str | None = None, engine: Engine = "auto", **contract) -> None:
-        super().__init__(**contract)
-        if path is None:
-            raise BadValue("path", None, WHAT)
-        self.path = path
+    def __init__(self, *, engine: Engine = "auto", **file) -> None:
+        super().__init__(**file)
         self.engine = engine
 
-    @property
-    def where(self) -> str:
-        return f"target.path={self.path}"
-
     def load(self, data: Dataset) -> tuple[nn.Module, Capabilities, dict[str, str], str]:
-        path, content = read_file(self.path, "path", WHAT)
+        path, content = self.read()
         model, capabilities, engine = load_onnx(content, self.engine, data, self.where)
         pin = {**file_pin(path, content), "judge.engine": engine}
         return model, capabilities, pin, f"{self.kind} run by {engine} ({path.name})"

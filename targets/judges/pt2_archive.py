@@ -57,13 +57,20 @@ def pickle_globals(stream: bytes) -> set[str]:
 
 
 def check_pickle_free(content: bytes) -> None:
-    """Raise `UnsafeArchive` unless `content` is a pt2 archive with no pickle payload but plain tensors."""
+    """Raise `UnsafeArchive` unless `content` is a pt2 archive with no pickle payload but plain tensors. Zip readers
+    differ on an archive with data before it or a name twice (Python's and torch's might read different records):
+    such an archive is refused."""
+    if not content.startswith(b"PK\x03\x04"):
+        raise UnsafeArchive("not a zip archive, or data before it")
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except zipfile.BadZipFile:
         raise UnsafeArchive("not a zip archive") from None
     with archive:
         records = [info for info in archive.infolist() if not info.is_dir()]
+        names = [record.filename for record in records]
+        if len(set(names)) != len(names):
+            raise UnsafeArchive("a record name twice")
         if not any(r.filename.endswith("/archive_format") and archive.read(r).strip() == b"pt2" for r in records):
             raise UnsafeArchive("not a pt2 archive (no archive_format record saying pt2)")
         raw, pickled = set(), set()
@@ -78,6 +85,9 @@ def check_pickle_free(content: bytes) -> None:
         for record in records:
             name, body = record.filename, archive.read(record)
             if name in raw:
+                continue
+            if name in pickled or "/sample_inputs/" in f"/{name}":  # declared tensors: judged as such, by name
+                _check_tensor_file(name, body)
                 continue
             if name.rsplit("/", 1)[-1] in TEXT_RECORDS and TEXT.fullmatch(body):
                 continue

@@ -15,44 +15,37 @@ from torch import nn
 
 from gavel.targets.datasets import Dataset
 from gavel.targets.errors import SourceError
-from gavel.targets.judges.base import FULL, Capabilities
-from gavel.targets.judges.foreign import ForeignJudge, file_pin, first_line, read_file
+from gavel.targets.judges.base import FULL, Capabilities, first_line
+from gavel.targets.judges.foreign import FileJudge, file_pin
 from gavel.targets.params import BadValue
 
 WHAT = "a state dict saved by torch.save(model.state_dict(), PATH)"
 
 
-def torchvision_models() -> list[str]:
+def torchvision_classifiers() -> list[str]:
+    """torchvision's image classifiers (not its detection, segmentation, video or optical-flow models)."""
     import torchvision
 
-    return sorted(torchvision.models.list_models())
+    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-class StateDictJudge(ForeignJudge):
+class StateDictJudge(FileJudge):
     kind = "a state dict"
+    what = WHAT
 
-    def __init__(
-        self, *, path: str | None = None, architecture: str | None = None, kwargs: Mapping[str, Any] = {}, **contract
-    ) -> None:
-        super().__init__(**contract)
-        if path is None:
-            raise BadValue("path", None, WHAT)
-        allowed = "a torchvision model name (resnet18, ...) or an importable package.module:Class"
+    def __init__(self, *, architecture: str | None = None, kwargs: Mapping[str, Any] = {}, **file) -> None:
+        super().__init__(**file)
+        allowed = "a torchvision classifier's name (resnet18, ...) or an importable package.module:Class"
         if architecture is None:
             raise BadValue("architecture", None, allowed, why="a state dict holds weights, not the network")
-        if ":" not in architecture and architecture not in torchvision_models():
-            raise BadValue("architecture", architecture, allowed, why="not a torchvision model name")
-        self.path = path
+        if ":" not in architecture and architecture not in torchvision_classifiers():
+            raise BadValue("architecture", architecture, allowed, why="not a torchvision classifier's name")
         self.architecture = architecture
         self.kwargs = dict(kwargs)
 
-    @property
-    def where(self) -> str:
-        return f"target.path={self.path}"
-
     def load(self, data: Dataset) -> tuple[nn.Module, Capabilities, dict[str, str], str]:
         model = self.build(data.n_classes)
-        path, content = read_file(self.path, "path", WHAT)
+        path, content = self.read()
         try:
             state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
@@ -80,9 +73,14 @@ class StateDictJudge(ForeignJudge):
         if ":" not in self.architecture:
             import torchvision
 
-            return torchvision.models.get_model(
-                self.architecture, weights=None, **{"num_classes": n_classes, **self.kwargs}
-            )
+            kwargs = {"num_classes": n_classes, **self.kwargs}
+            try:
+                return torchvision.models.get_model(self.architecture, weights=None, **kwargs)
+            except (TypeError, ValueError) as error:
+                raise SourceError(
+                    f"target.kwargs={kwargs}: torchvision's {self.architecture} refuses them ({first_line(error)}); "
+                    "allowed: the keyword arguments its builder takes"
+                ) from None
         module_name, _, class_name = self.architecture.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
@@ -93,7 +91,7 @@ class StateDictJudge(ForeignJudge):
             ) from None
         try:
             model = cls(**self.kwargs)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise SourceError(
                 f"target.kwargs={self.kwargs}: {cls.__name__} refuses them ({first_line(error)})"
             ) from None

@@ -12,28 +12,18 @@ from torch import nn
 
 from gavel.targets.datasets import Dataset
 from gavel.targets.errors import SourceError
-from gavel.targets.judges.base import FULL, Capabilities
-from gavel.targets.judges.foreign import ForeignJudge, file_pin, first_line, read_file
-from gavel.targets.params import BadValue
+from gavel.targets.judges.base import FULL, Capabilities, first_line
+from gavel.targets.judges.foreign import FileJudge, file_pin
 
 WHAT = "a TorchScript file (torch.jit.save)"
 
 
-class TorchScriptJudge(ForeignJudge):
+class TorchScriptJudge(FileJudge):
     kind = "a TorchScript model"
-
-    def __init__(self, *, path: str | None = None, **contract) -> None:
-        super().__init__(**contract)
-        if path is None:
-            raise BadValue("path", None, WHAT)
-        self.path = path
-
-    @property
-    def where(self) -> str:
-        return f"target.path={self.path}"
+    what = WHAT
 
     def load(self, data: Dataset) -> tuple[nn.Module, Capabilities, dict[str, str], str]:
-        path, content = read_file(self.path, "path", WHAT)
+        path, content = self.read()
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated in torch's favour of torch.export; it is the
                 warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)  # user's format

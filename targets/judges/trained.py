@@ -13,6 +13,8 @@ from gavel.targets.training import ModelConfig, ModelSpec, Recipe, get_or_train
 
 
 class TrainedJudge(JudgeSource):
+    trained_on_the_data = True
+
     def __init__(self, *, arch: Architecture, train: Recipe) -> None:
         self.model = ModelConfig(arch, train)
 

@@ -148,8 +148,8 @@ def test_a_team_gates_its_own_model_on_its_own_images_pinned_by_the_files_sha256
         "run: experiment=hiding_vs_ratelimit experiment_name=own-judge n_examples=10\n"
         f"judge:\n  sha256: {sha256}\n"
         "thresholds:\n"
-        "  - {name: hidden weights keep some verdicts, where: {threat_model: transfer}, metric: robust_accuracy, "
-        "min: 0.0, bound: point}\n"
+        "  - {name: a placeholder any run passes (the pin is what is tested), where: {threat_model: transfer}, "
+        "metric: robust_accuracy, min: 0.0, bound: point}\n"
     )
     own = ["target=torchscript", f"target.path={model}", "data=image_folder", f"data.eval={images['eval']}",
            f"data.attacker={images['attacker']}"]  # fmt: skip

@@ -7,6 +7,7 @@ import os
 from contextlib import contextmanager
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.pytorch
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from helpers.cli import gavel_in_own_folder
 from helpers.foreign_judges import TESTS_DIR, save_onnx, save_torchscript
 from helpers.image_files import write_image_folder
+from helpers.judge_nets import ProbabilityJudge
 from PIL import Image
 from torch import nn
 
@@ -47,10 +49,16 @@ def files(tmp_path_factory, digits) -> dict:
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(mixed / "a" / "small.png")
     Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(mixed / "a" / "large.png")
     registry = f"sqlite:///{folder / 'registry.db'}"
-    with tracking_at(registry), mlflow.start_run(experiment_id=mlflow.create_experiment("pickled-judge")):
+    with tracking_at(registry), mlflow.start_run(experiment_id=mlflow.create_experiment("own judges")):
         mlflow.pytorch.log_model(
             digits.judge, name="judge", input_example=digits.data.eval.x[:2], serialization_format="pickle",
             registered_model_name="pickled-judge",
+        )  # fmt: skip
+        state_dict = folder / "state.pt"
+        torch.save(digits.judge.state_dict(), state_dict)
+        mlflow.pyfunc.log_model(
+            name="pyfunc", python_model=ProbabilityJudge(), artifacts={"weights": str(state_dict)},
+            input_example=digits.data.eval.x[:2], registered_model_name="pyfunc-judge",
         )  # fmt: skip
     return {
         "registry": registry,
@@ -99,11 +107,16 @@ def cases(f) -> list[tuple[list[str], str]]:
         ),
         (
             ["target=state_dict", f"target.path={f['whole_model']}", "target.architecture=no_such_net"],
-            "target.architecture='no_such_net': not a torchvision model name; allowed: a torchvision model name",
+            "target.architecture='no_such_net': not a torchvision classifier's name; allowed: a torchvision "
+            "classifier's name",
         ),
         (
             ["target=state_dict", f"target.path={f['whole_model']}", "target.architecture=helpers.nowhere:Net"],
             "target.architecture=helpers.nowhere:Net: not importable",
+        ),
+        (
+            ["target=mlflow", "target.uri=models:/pyfunc-judge/1", f"target.tracking_uri={f['registry']}"],
+            "target.uri=models:/pyfunc-judge/1: a python_function model, whose loader runs its own Python code",
         ),
         (
             [*own, "data=image_folder", f"data.eval={f['empty_class']}"],
@@ -128,7 +141,8 @@ def cases(f) -> list[tuple[list[str], str]]:
 CASE_IDS = [
     "a missing file", "a text file as TorchScript", "a text file as ONNX", "a pickled model as a state dict",
     "a shape the model does not take", "another number of classes", "a pickle without trust_pickle",
-    "an unknown torchvision architecture", "an architecture that does not import", "an empty class folder",
+    "an unknown torchvision architecture", "an architecture that does not import", "a pyfunc without trust_pickle",
+    "an empty class folder",
     "images of mixed sizes, resizing off", "white box on a judge without gradients", "a folder as an npz file",
 ]  # fmt: skip
 

@@ -184,9 +184,12 @@ def test_what_the_data_lacks_is_refused_before_the_run(same_data_twice, tmp_path
     data = runner.prepare(with_detector).data  # without data.operator the operator calibrates on the judge's data
     assert data.operator is data.judge and data.honest is None
     leaked = ["attack=transfer_pgd", "access=hidden_label", "surrogate.knowledge=leaked"]
-    with pytest.raises(ConfigError, match="surrogate.knowledge=leaked: the judge's training data is not known"):
-        RunSettings.from_config(compose_config([*eval_only, *leaked]))
-    assert RunSettings.from_config(compose_config([*arrays, *leaked]))
+    foreign = ["target=torchscript", "target.path=judge.pt"]  # checked at the boundary, before the file is read
+    for overrides in ([*eval_only, *foreign], ["data=digits", *foreign]):  # what trained the user's judge?
+        with pytest.raises(ConfigError, match="surrogate.knowledge=leaked: the judge's training data is not known"):
+            RunSettings.from_config(compose_config([*overrides, *leaked]))
+    named = RunSettings.from_config(compose_config([*arrays, *foreign, *leaked]))  # data.judge_train names it
+    assert named.surrogate_instance.knowledge == "leaked" and named.data_instance.names_judge_training_data
 
 
 @pytest.mark.slow
