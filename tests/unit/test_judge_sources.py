@@ -194,12 +194,10 @@ def test_a_pt2_archive_with_a_pickle_payload_is_refused_and_a_genuine_one_passes
 def test_an_mlflow_judge_leaves_mlflows_uris_and_the_environment_as_they_were(digits, tmp_path):
     """Its own registry (target.tracking_uri) read through a client of its own: the session's store untouched."""
     registry = f"sqlite:///{tmp_path / 'registry.db'}"
-    client = mlflow.MlflowClient(tracking_uri=registry, registry_uri=registry)
-    run = client.create_run(client.create_experiment("judges"))
     uri_before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(registry)
     try:
-        with mlflow.start_run(run_id=run.info.run_id):
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("judges")) as run:
             mlflow.pytorch.log_model(
                 digits.judge, name="judge", input_example=digits.data.eval.x[:2], serialization_format="pt2",
                 registered_model_name="own-judge",
