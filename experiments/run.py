@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -31,10 +32,31 @@ def raise_terminated(signum, frame) -> None:
     raise Terminated(f"stopped by signal {signum} (SIGTERM)")
 
 
+REDELIVERY_DELAY_S = 0.05
+
+
+def redeliver_swallowed_stops(unraisable) -> None:
+    """`sys.unraisablehook`: a stop (SIGTERM, or Ctrl-C's SIGINT) that lands while Python runs a finalizer or a weakref
+    callback (SQLAlchemy's collect them as a run starts) is raised in there, and Python prints it as "Exception
+    ignored" and goes on: the job would run to its end. The signal is sent again a moment later, to stop the job
+    where it is then. Any other unraisable exception goes to the hook that was there before."""
+    stop = unraisable.exc_value
+    if isinstance(stop, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        threading.Timer(REDELIVERY_DELAY_S, os.kill, (os.getpid(), signum)).start()
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def stop_on_sigterm() -> None:
-    """Install `raise_terminated` for SIGTERM (only the main thread of a process can)."""
+    """Install `raise_terminated` for SIGTERM (only the main thread of a process can), and the hook that sends a
+    stop again where Python swallowed it."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)
+        sys.unraisablehook = redeliver_swallowed_stops
 
 
 def register_sweeper() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
+import threading
+import types
 
 import mlflow
 import pytest
@@ -100,3 +103,19 @@ def test_the_store_check_restores_mlflows_retry_settings():
     with tracking.quick_store_calls():
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     assert {key: os.environ.get(key) for key in tracking.QUICK_CALLS} == before
+
+
+@pytest.mark.parametrize("stop, signum", [("Terminated", signal.SIGTERM), ("KeyboardInterrupt", signal.SIGINT)])
+def test_a_stop_python_swallowed_in_a_finalizer_is_sent_again(stop, signum):
+    """A SIGTERM or Ctrl-C raised inside a weakref callback is only printed ("Exception ignored"): the hook sends the
+    signal again, so the job stops where it is then."""
+    from gavel.experiments import run
+
+    caught = threading.Event()
+    previous = signal.signal(signum, lambda *_: caught.set())
+    try:
+        exception = run.Terminated("stopped") if stop == "Terminated" else KeyboardInterrupt()
+        run.redeliver_swallowed_stops(types.SimpleNamespace(exc_value=exception))
+        assert caught.wait(timeout=5)
+    finally:
+        signal.signal(signum, previous)
