@@ -461,6 +461,8 @@ def log_judge(judge, data) -> None:
     if len(names) > MAX_TAG_LENGTH:
         names = names[: MAX_TAG_LENGTH - 40].rsplit(", ", 1)[0] + f", ... ({data.n_classes} classes)"
     mlflow.set_tags({**judge.tags, CLASSES_TAG: names, "dataset.n_classes": str(data.n_classes)})
+    if judge.figures:
+        mlflow.log_metrics(judge.figures)
 
 
 def log_evaluation_data(x, y, dataset: str) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Annotated, ClassVar, Literal, NamedTuple, Protocol
 
 import filelock
 import numpy as np
@@ -48,7 +48,11 @@ from torch import nn
 from gavel.targets.architectures.base import Architecture
 from gavel.targets.datasets import Pool
 from gavel.targets.models import Judge, build_model
-from gavel.targets.params import NonNegativeFloat, PositiveFloat, PositiveInt
+from gavel.targets.params import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+from gavel.targets.robust.base import Natural, Objective
+from gavel.targets.robust.fast import FastFGSM
+from gavel.targets.robust.pgd import MadryPGD
+from gavel.targets.robust.trades import Trades
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +61,44 @@ LOCK_ENV = "GAVEL_CACHE_LOCK"
 LOCK_LOG_EVERY_S = 60.0
 
 
+ADVERSARIAL_FIELDS = ("eps", "steps", "beta")
+"""A recipe's robust-training settings: part of the model's cache key only when it is trained adversarially."""
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """How a model is trained (`target.train`, `surrogate.train`): Adam over shuffled mini-batches."""
+    """How a model is trained (`target.train`, `surrogate.train`): Adam over shuffled mini-batches, each batch's loss
+    the natural cross-entropy, or (`adversarial`) one on inputs crafted within an L-inf `eps` of the batch: Madry's
+    PGD (`pgd`, `steps` steps), TRADES (`trades`, `steps` steps, weight `beta`) or fast FGSM from a random start
+    (`fast`)."""
 
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat
     weight_decay: NonNegativeFloat = 0.0
+    adversarial: Literal["pgd", "trades", "fast"] | None = None
+    eps: Annotated[float, Range(above=0, maximum=1)] = 0.1
+    steps: PositiveInt = 7
+    beta: PositiveFloat = 6.0
+
+    def key_fields(self) -> dict:
+        """What the model cache's key holds of the recipe: a naturally trained model's key is what it was before
+        robust training existed (its adversarial settings change nothing)."""
+        fields = dataclasses.asdict(self)
+        if self.adversarial is None:
+            for name in ("adversarial", *ADVERSARIAL_FIELDS):
+                del fields[name]
+        return fields
+
+    def objective(self, seed: int) -> Objective:
+        """What each batch minimises (the Trainer's per-batch hook)."""
+        if self.adversarial == "pgd":
+            return MadryPGD(self.eps, self.steps, seed)
+        if self.adversarial == "trades":
+            return Trades(self.eps, self.steps, seed, self.beta)
+        if self.adversarial == "fast":
+            return FastFGSM(self.eps, seed)
+        return Natural()
 
 
 @dataclass(frozen=True)
@@ -112,7 +146,7 @@ class ModelSpec:
             "format": CACHE_FORMAT,
             "role": self.role,
             "arch": self.arch.as_dict(),
-            "train": dataclasses.asdict(self.train),
+            "train": self.train.key_fields(),
             "seed": self.seed,
             "input_shape": list(self.input_shape),
             "n_classes": self.n_classes,
@@ -145,6 +179,17 @@ class CachedModel:
     key: str
     cache_hit: bool
     train_accuracy: float
+    train_seconds: float | None = None
+    """How long training it took (kept in the cache beside it); None for an entry stored before that was kept."""
+
+
+class Built(NamedTuple):
+    module: nn.Module
+    cache_hit: bool
+    figure: float
+    """The training figure `CacheSpec.figure` names."""
+    train_seconds: float | None
+    """Wall-clock seconds its training took, when it was trained (now, or when the cache entry was stored)."""
 
 
 class CorruptCacheEntry(Exception):
@@ -152,8 +197,8 @@ class CorruptCacheEntry(Exception):
 
 
 def get_or_train(spec: ModelSpec, pool: Pool, cache_dir: str | Path, device: str = "cpu") -> CachedModel:
-    model, hit, train_accuracy = get_or_build(spec, lambda: train(spec, pool, device), cache_dir, device)
-    return CachedModel(model, spec.key, hit, train_accuracy)
+    built = get_or_build(spec, lambda: train(spec, pool, device), cache_dir, device)
+    return CachedModel(built.module, spec.key, built.cache_hit, built.figure, built.train_seconds)
 
 
 class CacheSpec(Protocol):
@@ -175,9 +220,9 @@ class CacheSpec(Protocol):
 
 def get_or_build(
     spec: CacheSpec, train_it: Callable[[], tuple[nn.Module, float]], cache_dir: str | Path, device: str = "cpu"
-) -> tuple[nn.Module, bool, float]:
-    """(the module `spec` stands for, whether it came from the cache, its training figure): loaded from
-    `cache_dir`, or trained by `train_it` (-> the module and its figure) and stored, as the module docstring says."""
+) -> Built:
+    """The module `spec` stands for, loaded from `cache_dir`, or trained by `train_it` (-> the module and its figure)
+    and stored, as the module docstring says."""
     entry = Path(cache_dir) / "models" / spec.key
     if entry.is_dir():  # lock-free: an entry only ever appears complete, by an atomic rename
         try:
@@ -192,15 +237,19 @@ def get_or_build(
                 log.warning("%s %s: corrupt cache entry (%s); retraining", spec.role, spec.key, error)
         else:
             log.info("%s %s: cache miss; training", spec.role, spec.key)
+        started = time.perf_counter()
         model, figure = train_it()
-        _store(entry, spec, model, figure)
-    return model.eval(), False, figure
+        seconds = time.perf_counter() - started
+        _store(entry, spec, model, figure, seconds)
+    return Built(model.eval(), False, figure, seconds)
 
 
-def _hit(entry: Path, spec: CacheSpec, device: str) -> tuple[nn.Module, bool, float]:
+def _hit(entry: Path, spec: CacheSpec, device: str) -> Built:
     model, meta = _load(entry, spec)
     log.info("%s %s: cache hit (%s)", spec.role, spec.key, entry)
-    return model.to(device).eval(), True, float(meta[spec.figure])
+    seconds = meta.get(TRAIN_SECONDS)
+    seconds = float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+    return Built(model.to(device).eval(), True, float(meta[spec.figure]), seconds)
 
 
 @contextmanager
@@ -251,20 +300,35 @@ def _train(spec: ModelSpec, pool: Pool, device: str) -> tuple[Judge, float]:
     x = torch.from_numpy(pool.x)
     y = torch.from_numpy(pool.y)
     model.normalize.fit(x)
-    model.to(device).train()
-    recipe = spec.train
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(spec.seed)
-    for _ in range(recipe.epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(recipe.batch_size):
-            optimizer.zero_grad()
-            loss = loss_fn(model(x[idx].to(device)), y[idx].to(device))
-            loss.backward()
-            optimizer.step()
+    Trainer(spec.train, spec.seed, device).fit(model, x, y)
     model.eval()
     train_accuracy = float((predict_labels(model, pool.x, device=device) == pool.y).mean())
     return model, train_accuracy
+
+
+class Trainer:
+    """Adam over shuffled mini-batches (the recipe's), each step minimising what the recipe's objective makes of the
+    batch: the per-batch hook robust training plugs into. The natural objective is the recipe gavel always had, to
+    the bit (same shuffling stream, same loss)."""
+
+    def __init__(self, recipe: Recipe, seed: int, device: str = "cpu") -> None:
+        self.recipe = recipe
+        self.seed = int(seed)
+        self.device = device
+
+    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+        recipe = self.recipe
+        model.to(self.device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        objective = recipe.objective(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(recipe.epochs):
+            for idx in torch.randperm(len(y), generator=generator).split(recipe.batch_size):
+                optimizer.zero_grad()
+                loss = objective.loss(model, x[idx].to(self.device), y[idx].to(self.device))
+                loss.backward()
+                optimizer.step()
+        return model
 
 
 @torch.no_grad()
@@ -306,7 +370,11 @@ def _load(entry: Path, spec: CacheSpec) -> tuple[nn.Module, dict]:
     return model.eval(), meta
 
 
-def _store(entry: Path, spec: CacheSpec, model: nn.Module, figure: float) -> None:
+TRAIN_SECONDS = "train_seconds"
+"""In `meta.json`: how long training the entry's module took."""
+
+
+def _store(entry: Path, spec: CacheSpec, model: nn.Module, figure: float, seconds: float) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=entry.parent))
     try:
@@ -318,6 +386,7 @@ def _store(entry: Path, spec: CacheSpec, model: nn.Module, figure: float) -> Non
             "spec": spec.as_dict(),
             "sha256": hashlib.sha256(weights).hexdigest(),
             spec.figure: float(figure),
+            TRAIN_SECONDS: float(seconds),
         }
         _write_durably(staging / "model.pt", weights)
         _write_durably(staging / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())

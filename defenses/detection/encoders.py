@@ -203,9 +203,9 @@ def similarity_encoder(
     if cache_dir is None:
         return Encoder(_train_similarity(x, dim=dim, steps=steps, seed=seed, device=device)[0], device)
     spec = SimilaritySpec.of(x, dim=dim, steps=steps, seed=seed, device=device)
-    net, _, _ = get_or_build(
+    net = get_or_build(
         spec, lambda: _train_similarity(x, dim=dim, steps=steps, seed=seed, device=device), cache_dir, device
-    )
+    ).module
     return Encoder(net, device)
 
 

@@ -46,6 +46,8 @@ class ProvidedJudge:
     capabilities: Capabilities = FULL
     tags: dict[str, str] = field(default_factory=dict)
     """What the run records about it (`judge.sha256`, `judge.uri`, `judge_key`, ...)."""
+    figures: dict[str, float] = field(default_factory=dict)
+    """Metrics of its training the run logs (`judge_train_accuracy`, `judge_train_seconds`), where gavel trained it."""
     description: str = ""
     """How logs and errors name it: `a TorchScript model (model.pt)`."""
 

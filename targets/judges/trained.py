@@ -33,4 +33,10 @@ class TrainedJudge(JudgeSource):
     def provide(self, data: Dataset, seed: int, cache_dir: Path, device: str) -> ProvidedJudge:
         cached = get_or_train(self.spec(data, seed, device), data.judge, cache_dir, device)
         tags = {"judge_key": cached.key, "judge_cache": "hit" if cached.cache_hit else "miss"}
-        return ProvidedJudge(cached.model, tags=tags, description=f"the {self.model.arch.name} judge gavel trained")
+        if self.model.train.adversarial is not None:
+            tags["judge.adversarial_training"] = f"{self.model.train.adversarial} eps {self.model.train.eps:g}"
+        figures = {"judge_train_accuracy": cached.train_accuracy}
+        if cached.train_seconds is not None:
+            figures["judge_train_seconds"] = cached.train_seconds
+        description = f"the {self.model.arch.name} judge gavel trained"
+        return ProvidedJudge(cached.model, tags=tags, figures=figures, description=description)

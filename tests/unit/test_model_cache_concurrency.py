@@ -123,11 +123,11 @@ def test_a_writer_that_loses_the_race_keeps_the_winners_entry(tmp_path, pool, mo
     def replace_after_another_writer(src, dst):
         if not raced and str(dst) == str(entry):
             raced.append(True)
-            training._store(entry, spec, model, accuracy)  # the other writer wins the race
+            training._store(entry, spec, model, accuracy, seconds=1.0)  # the other writer wins the race
         return real_replace(src, dst)
 
     monkeypatch.setattr(training.os, "replace", replace_after_another_writer)
-    training._store(entry, spec, model, accuracy)  # must not raise
+    training._store(entry, spec, model, accuracy, seconds=1.0)  # must not raise
     monkeypatch.undo()
     assert raced and entry.is_dir() and leftovers(tmp_path) == []
     loaded = get_or_train(spec, pool, tmp_path)
@@ -149,7 +149,7 @@ def test_writers_storing_one_key_at_once_never_crash(tmp_path, pool):
         def store():
             start.wait()
             try:
-                training._store(entry, spec, model, accuracy)
+                training._store(entry, spec, model, accuracy, seconds=1.0)
             except BaseException as error:  # noqa: BLE001 - reported below
                 errors.append(repr(error))
 
