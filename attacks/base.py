@@ -117,6 +117,8 @@ class AttackerKit:
     keys: tuple[Hashable, ...] | None = None
     device: str = "cpu"
     """Where gavel's own attacks keep their tensors (the run's device)."""
+    poison: Any = None
+    """What the attacker's contributors put in the judge's training data (a `Poison`), for its trigger."""
 
     def keys_for(self, n: int) -> list[Hashable]:
         return list(range(n)) if self.keys is None else list(self.keys)
@@ -128,6 +130,11 @@ class AttackerKit:
         if self.surrogate is None:
             raise ValueError("an attack that crafts on a surrogate was given no surrogate model")
         return self.surrogate
+
+    def require_poison(self):
+        if self.poison is None or not self.poison.active:
+            raise ValueError("a backdoor attack was given no poison: nothing was planted in the judge's training data")
+        return self.poison
 
     def require_attacker_data(self, why: str) -> Pool:
         if self.attacker_data is None:

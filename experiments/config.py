@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("data", "target", "surrogate", "access", "attack", "defense", "experiment")
+GROUPS = ("data", "target", "surrogate", "access", "attack", "defense", "poison", "sanitise", "experiment")
 
 
 def group_options(group: str) -> list[str]:

@@ -12,7 +12,7 @@ ends FAILED if any stage raises.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,10 +26,12 @@ from gavel.experiments.metrics import Evaluation, compromise_from_ledger, evalua
 from gavel.experiments.models import build_surrogate
 from gavel.experiments.operator_metrics import OperatorReport
 from gavel.experiments.settings import Device, RunSettings
+from gavel.experiments.training_stage import train_judge
 from gavel.experiments.validation import ConfigError
-from gavel.targets.access import SHARED, AccessDenied, AttackerClient, Oracle, Output, Shield
+from gavel.targets.access import POISONING, SHARED, AccessDenied, AttackerClient, Oracle, Output, Shield
 from gavel.targets.datasets import Dataset
 from gavel.targets.judges.base import FULL, Capabilities, ProvidedJudge
+from gavel.targets.training import predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Provisioned:
     shield: Shield
     oracle: Oracle
     device: str
+    training: dict[str, float] = field(default_factory=dict)
+    """What the training stage measured: the poison planted, what the sanitiser removed (`training_stage`)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
         raise Unavailable(
             f"access.output={settings.access.output.value}: {judge} answers with a label only; allowed: label"
         )
+    if settings.poison_instance.active:
+        settings.poison_instance.check(data.input_shape, data.n_classes)
     if attack.targeted and attack.target_class >= data.n_classes:
         raise ConfigError(
             f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1} "
@@ -149,6 +155,7 @@ def run(settings: RunSettings, prepared: Prepared, sweep_id: str | None = None, 
         evaluation = evaluate_result(provisioned, selection, attack, result)
         operator = measure_operator(settings, provisioned, selection, result)
         evaluation.metrics.update(operator.metrics)
+        evaluation.metrics.update(poisoning_metrics(settings, provisioned, selection, evaluation.metrics))
         record(evaluation, selection, result, operator.figures, data.class_names)
         tracking.describe_run(settings, evaluation.metrics)
     m = evaluation.metrics
@@ -177,7 +184,12 @@ def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
     torch.set_num_threads(settings.threads_for("provision"))
     device = resolve_device(settings.device)
     data = prepared.data
-    judge = prepared.judge or settings.target_instance.provide(data, settings.seed, settings.cache_dir, device)
+    training_metrics: dict[str, float] = {}
+    if prepared.judge is None:  # a judge gavel trains: its training stage (contributions, poison, sanitiser)
+        trained = train_judge(settings, data, device)
+        judge, training_metrics = trained.judge, trained.metrics
+    else:
+        judge = prepared.judge
     tracking.log_judge(judge, data)
     judge_model = judge.model
     own = data.operator
@@ -195,7 +207,7 @@ def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
         device=device,
         shield=shield,
     )
-    return Provisioned(data, judge_model, shield, oracle, device)
+    return Provisioned(data, judge_model, shield, oracle, device, training_metrics)
 
 
 def select_examples(settings: RunSettings, provisioned: Provisioned, attack: Attack) -> Selection:
@@ -235,6 +247,7 @@ def run_attack(
         surrogate=surrogate,
         attacker_data=provisioned.data.attacker if attack.needs_attacker_data else None,
         device=provisioned.device,
+        poison=settings.poison_instance if settings.poison_instance.active else None,
     )
     attacked = selection.attacked
     torch.set_num_threads(settings.threads_for("attack"))
@@ -285,6 +298,24 @@ def measure_operator(
         benign=settings.benign,
         device=provisioned.device,
     )
+
+
+def poisoning_metrics(
+    settings: RunSettings, provisioned: Provisioned, selection: Selection, metrics: dict[str, float]
+) -> dict[str, float]:
+    """What the training stage measured; with a poison, the clean judge's accuracy on the same examples (the judge
+    the pool would have trained without it); for the backdoor attack, its success as `backdoor_success_rate`."""
+    out = dict(provisioned.training)
+    if settings.poison_instance.active:
+        clean = settings.target_instance.provide(
+            provisioned.data, settings.seed, settings.cache_dir, provisioned.device
+        ).model
+        verdicts = predict_labels(clean, selection.x, device=provisioned.device)
+        out["clean_accuracy_clean_judge"] = float((verdicts == selection.y).mean())
+    if settings.attack_instance.threat_model == POISONING:
+        for suffix in ("", "_ci_low", "_ci_high"):
+            out[f"backdoor_success_rate{suffix}"] = metrics[f"attack_success_rate{suffix}"]
+    return out
 
 
 def record(

@@ -26,18 +26,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gavel.attacks.base import Attack
 from gavel.attacks.extraction import ExtractionSpec
+from gavel.attacks.poisoning.base import Poison
 from gavel.attacks.surrogate.base import Surrogate
 from gavel.defenses.base import Defense
 from gavel.defenses.benign import BenignMix, BenignStreamSpec
+from gavel.defenses.sanitise.base import Sanitiser
 from gavel.experiments.config import group_options
 from gavel.experiments.validation import ConfigError, Node, check_hyperparameter, hyperparameters
-from gavel.targets.access import AccessDenied, AccessPolicy
+from gavel.targets.access import POISONING, AccessDenied, AccessPolicy
 from gavel.targets.architectures.base import Architecture
 from gavel.targets.data.base import DataSource
 from gavel.targets.judges.base import JudgeSource
 from gavel.targets.params import SEED_MAX, BadValue, Range
 
-DOORS = (Architecture, DataSource, JudgeSource, Surrogate)
+DOORS = (Architecture, DataSource, JudgeSource, Surrogate, Poison, Sanitiser)
 """The kinds of component a config builds by `_target_` inside another's keys (`target.arch`)."""
 
 NOT_HYPERPARAMETERS = ("_target_", "name")
@@ -82,6 +84,10 @@ class RunSettings:
     access: AccessPolicy
     attack: Component
     defense: Component
+    poison: Component
+    """What the attacker's contributors put in the judge's training data (`poison=`; `none` by default)."""
+    sanitise: Component
+    """What the operator does to the contributed data before it trains the judge (`sanitise=`; `none`)."""
     benign: BenignStreamSpec
     """Honest traffic for a detector's false-positive rate."""
     resolved: Mapping[str, Any]
@@ -120,6 +126,14 @@ class RunSettings:
         return self.surrogate.instance
 
     @property
+    def poison_instance(self) -> Poison:
+        return self.poison.instance
+
+    @property
+    def sanitiser_instance(self) -> Sanitiser:
+        return self.sanitise.instance
+
+    @property
     def defense_instance(self) -> Defense:
         return self.defense.instance
 
@@ -150,7 +164,11 @@ class RunSettings:
         experiment_name = top.text("experiment_name", meaning="a non-empty MLflow experiment name")
         run_label = top.text("run_label", optional=True, meaning="a label for the run's name")
         access = read_access(top.child("access"))
-        attack = read_attack(top.child("attack"), seed, access)
+        poison = read_door(top.child("poison"), Poison)
+        check_poison(poison, data, target)
+        sanitise = read_door(top.child("sanitise"), Sanitiser)
+        check_sanitiser(sanitise, data, target)
+        attack = read_attack(top.child("attack"), seed, access, poison)
         surrogate = read_door(top.child("surrogate"), Surrogate)
         check_surrogate(surrogate, data, target, access, used=attack.instance.threat_model.surrogate)
         defense = read_component(top.child("defense"), "defense", Defense)
@@ -175,6 +193,8 @@ class RunSettings:
             access=access,
             attack=attack,
             defense=defense,
+            poison=poison,
+            sanitise=sanitise,
             benign=benign,
             resolved=MappingProxyType(resolved),
         )
@@ -363,11 +383,13 @@ def _what(hint: Any) -> str:
     return f"_target_: an importable {hint.__name__} class, and its hyperparameters"
 
 
-def read_attack(node: Node, seed: int, access: AccessPolicy) -> Component:
+def read_attack(node: Node, seed: int, access: AccessPolicy, poison: Component) -> Component:
     name = _name(node)
     cls = _component_class(node, "attack", Attack)
     params = _hyperparameters(node, "attack", name, cls)
     _check_eps(node, cls.norm)
+    if cls.threat_model == POISONING:
+        params = _backdoor_target(params, name, poison)
     if params.get("targeted") and params.get("target_class") is None:
         raise ConfigError("attack.target_class=None: allowed: a class index (the verdict to force)")
     if node.has("query"):  # a hybrid attacker's query stage: its own class and typed hyperparameters
@@ -383,6 +405,58 @@ def read_attack(node: Node, seed: int, access: AccessPolicy) -> Component:
     except AccessDenied as denied:
         raise ConfigError(f"attack={name}: {denied}") from None
     return Component(name, cls, MappingProxyType(params), attack)
+
+
+def _backdoor_target(params: dict[str, Any], name: str, poison: Component) -> dict[str, Any]:
+    """A backdoor attack tests the poison planted in the judge's training data: it forces the poison's target."""
+    planted: Poison = poison.instance
+    if not planted.active:
+        raise ConfigError(
+            f"attack={name}: tests a backdoor, but poison=none planted none; allowed: poison=badnets, blend, "
+            "clean_label or label_flip"
+        )
+    wanted = params.get("target_class")
+    if wanted is not None and wanted != planted.target_class:
+        raise ConfigError(
+            f"attack.target_class={wanted}: the poison's trigger forces poison.target_class={planted.target_class}; "
+            f"allowed: null or {planted.target_class}"
+        )
+    return {**params, "targeted": True, "target_class": planted.target_class}
+
+
+def check_poison(poison: Component, data: Component, target: Component) -> None:
+    """A poison needs a judge gavel trains (on the poisoned pool), and at most as many contributors as there are."""
+    planted: Poison = poison.instance
+    if not planted.active:
+        return
+    if not target.instance.trained_on_the_data:
+        raise ConfigError(
+            f"poison={poison.name}: poisons the judge's training data, but target={target.name} was trained "
+            "elsewhere; allowed: a judge gavel trains (target=cnn, mlp, resnet18)"
+        )
+    parties = data.instance.contributors
+    if planted.contributors > parties:
+        raise ConfigError(
+            f"poison.contributors={planted.contributors}: more than the data's {parties} contributor(s); allowed: 1 "
+            f"to {parties} (or more data.contributors)"
+        )
+
+
+def check_sanitiser(sanitise: Component, data: Component, target: Component) -> None:
+    """A sanitiser retrains a judge gavel trains, and one that reads contributors needs more than one."""
+    sanitiser: Sanitiser = sanitise.instance
+    if not sanitiser.active:
+        return
+    if not target.instance.trained_on_the_data:
+        raise ConfigError(
+            f"sanitise={sanitise.name}: retrains the judge on what it keeps, but target={target.name} was trained "
+            "elsewhere: nothing to retrain; allowed: a judge gavel trains (target=cnn, mlp, resnet18), or sanitise=none"
+        )
+    if sanitiser.needs_contributors and data.instance.contributors < 2:
+        raise ConfigError(
+            f"sanitise={sanitise.name}: judges contributors, but data.contributors=1 (one party gave everything); "
+            "allowed: data.contributors=2 or more"
+        )
 
 
 def _component_class(node: Node, group: str, base: type) -> type:

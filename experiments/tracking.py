@@ -215,6 +215,13 @@ def run_name(settings: RunSettings) -> str:
         parts.append(settings.surrogate_instance.knowledge)
     if settings.defense.name != "none":
         parts.append(settings.defense.name)
+    poison = settings.poison_instance
+    if poison.active:
+        parts.append(settings.poison.name + ("" if poison.fraction is None else f"{poison.fraction:g}"))
+    if settings.sanitiser_instance.active:
+        parts.append(settings.sanitise.name)
+    if settings.target_instance.trained_on_the_data and settings.target_instance.model.train.adversarial:
+        parts.append(f"adv_{settings.target_instance.model.train.adversarial}")
     name = "-".join([*parts, settings.target.name, f"s{settings.seed}"])
     return f"{settings.run_label} | {name}" if settings.run_label else name
 
@@ -394,6 +401,8 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
         "access.output": settings.access.output.value,
         "access.weights": settings.access.weights.value,
         "defense": settings.defense.name,
+        "poison": settings.poison.name,
+        "sanitise": settings.sanitise.name,
         "access.budget": "null" if settings.access.budget is None else str(settings.access.budget),
         "git_sha": git_sha(),
         "versions": library_versions(),

@@ -40,7 +40,7 @@ import yaml
 from gavel.reports.summary import SWEEP_PARENT
 from gavel.reports.table import aligned, run_overrides
 
-TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm")
+TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm", "poison", "sanitise")
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
 THRESHOLD_KEYS = ("name", "where", "metric", "max", "min", "bound", "baseline", "max_increase", "max_decrease")
 BOUNDS = ("interval", "point")

@@ -47,6 +47,8 @@ class Dataset:
     """The operator's own data (detector thresholds, encoders); None where the data names none."""
     honest: Pool | None = None
     """Held-out honest inputs; None: the evaluation pool past the examples used, then the attacker's pool."""
+    contributors: np.ndarray | None = None
+    """Who contributed each example of the judge's training pool (0 .. `data.contributors` - 1); None without one."""
 
     @property
     def n_classes(self) -> int:
@@ -79,3 +81,14 @@ def resize(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         mode = "area" if t.shape[-1] > width else "bilinear"
         t = F.interpolate(t, size=(height, width), mode=mode)
     return t.clamp(0, 1).contiguous().numpy().astype(np.float32)
+
+
+def split_among(n: int, parties: int, seed: int, shares=None) -> np.ndarray:
+    """Each of `n` examples' contributor: `parties` shares, equal or in proportion to `shares` (the largest remainders
+    rounded up), the examples dealt at random by `seed`."""
+    weights = np.ones(parties) if shares is None else np.asarray(shares, dtype=float)
+    exact = weights / weights.sum() * n
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]] += 1
+    owners = np.repeat(np.arange(parties), counts)
+    return owners[np.random.default_rng(seed).permutation(n)].astype(np.int64)

@@ -123,11 +123,23 @@ class ModelSpec:
     trained_on: str = "cpu/1"
     """`cpu/<threads>` or `cuda`: the same seed trains different weights on another thread count (the order of
     its float sums changes), so a judge trained with 2 threads is not the one a 1-thread job would train."""
+    provenance: str = ""
+    """How its training data came to be, where not as the data gave it (canonical JSON: the poison planted in it,
+    the sanitiser that cleaned it, the model it was fine-tuned from); empty for a pool as given, whose key is what it
+    always was."""
     figure: ClassVar[str] = "train_accuracy"
 
     @classmethod
     def of(
-        cls, role: str, model: ModelConfig, seed: int, pool: Pool, input_shape, n_classes: int, device: str = "cpu"
+        cls,
+        role: str,
+        model: ModelConfig,
+        seed: int,
+        pool: Pool,
+        input_shape,
+        n_classes: int,
+        device: str = "cpu",
+        provenance: dict | None = None,
     ) -> ModelSpec:
         """`device`'s kind, and on the CPU torch's thread count now, say what the model is trained on."""
         return cls(
@@ -139,6 +151,7 @@ class ModelSpec:
             n_classes=int(n_classes),
             data_fingerprint=pool.fingerprint(),
             trained_on=trained_on(device),
+            provenance=json.dumps(provenance, sort_keys=True) if provenance else "",
         )
 
     def as_dict(self) -> dict:
@@ -152,6 +165,7 @@ class ModelSpec:
             "n_classes": self.n_classes,
             "data_fingerprint": self.data_fingerprint,
             "trained_on": self.trained_on,
+            **({"training_data": json.loads(self.provenance)} if self.provenance else {}),
         }
 
     @property

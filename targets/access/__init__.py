@@ -17,6 +17,7 @@ from gavel.targets.access.shield import Detector, OutputFilter, Shield
 from gavel.targets.access.threat_model import (
     DECISION_BASED,
     HYBRID,
+    POISONING,
     SCORE_BASED,
     THREAT_MODELS,
     TRANSFER,
@@ -43,6 +44,7 @@ __all__ = [
     "DECISION_BASED",
     "HYBRID",
     "LedgerEntry",
+    "POISONING",
     "Oracle",
     "Output",
     "QueryRefused",

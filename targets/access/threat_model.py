@@ -60,8 +60,10 @@ SCORE_BASED = ThreatModel("score_based", open_weights=False, surrogate=False, sc
 DECISION_BASED = ThreatModel("decision_based", open_weights=False, surrogate=False, scores=False, charged_queries=True)
 HYBRID = ThreatModel("hybrid", open_weights=False, surrogate=True, scores=False, charged_queries=True)
 """Transfer first, then queries: what it needs of the API is its query stage's (see `Hybrid.check_access`)."""
+POISONING = ThreatModel("poisoning", open_weights=False, surrogate=False, scores=False, charged_queries=False)
+"""Contributes poisoned training data (`poison=`), then sends each evaluation example once with the trigger."""
 
-THREAT_MODELS: tuple[ThreatModel, ...] = (WHITE_BOX, TRANSFER, SCORE_BASED, DECISION_BASED, HYBRID)
+THREAT_MODELS: tuple[ThreatModel, ...] = (WHITE_BOX, TRANSFER, SCORE_BASED, DECISION_BASED, HYBRID, POISONING)
 """In the order of less hiding to more: tables list them so."""
 
 

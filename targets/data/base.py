@@ -8,18 +8,29 @@ resizes them to it, while a fixed set refuses a shape it does not have. Errors a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Annotated, ClassVar
+from dataclasses import replace
+from typing import Annotated, ClassVar, Sequence
 
 import numpy as np
 
-from gavel.targets.datasets import Dataset, Pool
+from gavel.targets.datasets import Dataset, Pool, split_among
 from gavel.targets.errors import SourceError
-from gavel.targets.params import SEED_MAX, Range
+from gavel.targets.params import SEED_MAX, BadValue, PositiveFloat, Range
+
+Shares = Sequence[PositiveFloat]
 
 SplitSeed = Annotated[int, Range(minimum=0, maximum=SEED_MAX)]
 
 
+CONTRIBUTOR_SEED = 104729
+"""Added to `data.split_seed` to deal the judge's pool among its contributors (another stream than the split's)."""
+
+
 class DataSource(ABC):
+    contributors: int = 1
+    """How many parties contributed the judge's training pool (`data.contributors`)."""
+    shares: tuple[float, ...] | None = None
+    """Their shares of it, in proportion (`data.shares`); None: equal."""
     proxies: ClassVar[tuple[str, ...]] = ("transformed",)
     """What `surrogate.proxy` may be for this data: `transformed` (the attacker's pool restyled) always, another
     set with the same classes where one exists."""
@@ -34,6 +45,28 @@ class DataSource(ABC):
     @abstractmethod
     def load(self, input_shape: tuple[int, int, int] | None = None) -> Dataset:
         """The pools, for a judge that takes `input_shape` (None: the data's own)."""
+
+
+def contributor_shares(contributors: int, shares) -> tuple[float, ...] | None:
+    """`data.shares` checked against `data.contributors`: one positive weight each, or null (equal shares)."""
+    if shares is None:
+        return None
+    if len(shares) != contributors:
+        raise BadValue("shares", list(shares), f"{contributors} weights, one per contributor, or null (equal shares)")
+    return tuple(float(share) for share in shares)
+
+
+def with_contributors(dataset: Dataset, parties: int, split_seed: int, shares=None) -> Dataset:
+    """The dataset with its judge pool dealt among `parties` contributors, in equal shares or in `shares`."""
+    if dataset.judge is None:
+        return dataset
+    if parties > len(dataset.judge):
+        raise SourceError(
+            f"data.contributors={parties}: more than the {len(dataset.judge)} examples of the judge's training pool; "
+            f"allowed: 1 to {len(dataset.judge)}"
+        )
+    owners = split_among(len(dataset.judge), parties, split_seed + CONTRIBUTOR_SEED, shares)
+    return replace(dataset, contributors=owners)
 
 
 def check_shape(dataset: Dataset, input_shape: tuple[int, int, int] | None, option: str) -> Dataset:

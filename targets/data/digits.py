@@ -7,9 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gavel.targets.data.base import DIGIT_NAMES, DataSource, SplitSeed, check_shape
+from gavel.targets.data.base import (
+    DIGIT_NAMES,
+    DataSource,
+    Shares,
+    SplitSeed,
+    check_shape,
+    contributor_shares,
+    with_contributors,
+)
 from gavel.targets.datasets import Dataset, Pool
-from gavel.targets.params import PositiveFloat
+from gavel.targets.params import PositiveFloat, PositiveInt
 
 POOLS = ("judge", "attacker", "eval")
 
@@ -33,9 +41,18 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 class Digits(DataSource):
     proxies = ("transformed", "mnist")
 
-    def __init__(self, *, split: ThreeWaySplit = ThreeWaySplit(), split_seed: SplitSeed = 0) -> None:
+    def __init__(
+        self,
+        *,
+        split: ThreeWaySplit = ThreeWaySplit(),
+        split_seed: SplitSeed = 0,
+        contributors: PositiveInt = 1,
+        shares: Shares | None = None,
+    ) -> None:
         self.split = split
         self.split_seed = int(split_seed)
+        self.contributors = int(contributors)
+        self.shares = contributor_shares(self.contributors, shares)
 
     def load(self, input_shape: tuple[int, int, int] | None = None) -> Dataset:
         x, y = digits_arrays()
@@ -47,4 +64,6 @@ class Digits(DataSource):
             "digits", pools["eval"], pools["attacker"], judge=pools["judge"], class_names=DIGIT_NAMES,
             operator=pools["judge"],
         )  # fmt: skip
-        return check_shape(dataset, input_shape, "digits")
+        return with_contributors(
+            check_shape(dataset, input_shape, "digits"), self.contributors, self.split_seed, self.shares
+        )

@@ -10,7 +10,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from gavel.targets.data.base import DataSource, SplitSeed, check_shape, limited, pool
+from gavel.targets.data.base import (
+    DataSource,
+    Shares,
+    SplitSeed,
+    check_shape,
+    contributor_shares,
+    limited,
+    pool,
+    with_contributors,
+)
 from gavel.targets.data.idx import IdxSet, as_arrays, idx_arrays
 from gavel.targets.datasets import Dataset
 from gavel.targets.params import BadValue, PositiveFloat, PositiveInt
@@ -48,6 +57,8 @@ class TorchvisionSet(DataSource):
         split_seed: SplitSeed = 0,
         split: TwoWaySplit = TwoWaySplit(),
         limit: PoolLimits = PoolLimits(),
+        contributors: PositiveInt = 1,
+        shares: Shares | None = None,
     ) -> None:
         if root is None:
             raise BadValue("root", None, "a folder", why=f"{self.option} loads from a local torchvision folder")
@@ -56,6 +67,8 @@ class TorchvisionSet(DataSource):
         self.split_seed = int(split_seed)
         self.split = split
         self.limit = limit
+        self.contributors = int(contributors)
+        self.shares = contributor_shares(self.contributors, shares)
 
     def load(self, input_shape: tuple[int, int, int] | None = None) -> Dataset:
         x_train, y_train, x_test, y_test, class_names = self._arrays(Path(self.root).expanduser())
@@ -66,7 +79,9 @@ class TorchvisionSet(DataSource):
         attacker = pool(x_train, y_train, limited(order[n_judge:], self.limit.attacker))
         evaluation = pool(x_test, y_test, limited(rng.permutation(len(y_test)), self.limit.eval))
         dataset = Dataset(self.option, evaluation, attacker, judge=judge, class_names=class_names, operator=judge)
-        return check_shape(dataset, input_shape, self.option)
+        return with_contributors(
+            check_shape(dataset, input_shape, self.option), self.contributors, self.split_seed, self.shares
+        )
 
     def _arrays(self, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
         import torchvision

@@ -24,7 +24,7 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-from gavel.targets.data.base import DataSource, SplitSeed
+from gavel.targets.data.base import DataSource, Shares, SplitSeed, contributor_shares, with_contributors
 from gavel.targets.datasets import Dataset, Pool, resize
 from gavel.targets.errors import SourceError
 from gavel.targets.params import BadValue, PositiveInt
@@ -59,6 +59,8 @@ class UserData(DataSource):
         channels: Literal[1, 3] | None = None,
         shuffle: bool = True,
         split_seed: SplitSeed = 0,
+        contributors: PositiveInt = 1,
+        shares: Shares | None = None,
     ) -> None:
         if eval is None:
             raise BadValue("eval", None, self.what, why=f"data={self.option} needs the evaluation examples")
@@ -73,6 +75,8 @@ class UserData(DataSource):
         self.channels = channels
         self.shuffle = bool(shuffle)
         self.split_seed = int(split_seed)
+        self.contributors = int(contributors)
+        self.shares = contributor_shares(self.contributors, shares)
 
     what: ClassVar[str] = "a path"
     """What each pool's key names, for messages."""
@@ -106,7 +110,7 @@ class UserData(DataSource):
         operator, honest = pools.get("judge_train"), None
         if "operator" in pools:
             operator, honest = _halves(pools["operator"], np.random.default_rng(self.split_seed))
-        return Dataset(
+        dataset = Dataset(
             self.option,
             eval=pools["eval"],
             attacker=pools.get("attacker", empty),
@@ -115,6 +119,7 @@ class UserData(DataSource):
             operator=operator,
             honest=honest,
         )
+        return with_contributors(dataset, self.contributors, self.split_seed, self.shares)
 
     def _class_names(self, read: dict[str, Examples], named: dict[str, tuple[str, ...] | None]) -> tuple[str, ...]:
         """The classes in label order; every pool's labels mapped onto it (in place of `read`)."""

@@ -6,7 +6,7 @@ from hydra.utils import get_class
 
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
-from gavel.targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
+from gavel.targets.access import DECISION_BASED, HYBRID, POISONING, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
 
 # The access each threat model is run under in the smoke tests, with budgets small enough to be quick.
 ACCESS_FOR: dict[ThreatModel, list[str]] = {
@@ -14,6 +14,7 @@ ACCESS_FOR: dict[ThreatModel, list[str]] = {
     TRANSFER: ["access=hidden_label"],
     SCORE_BASED: ["access=hidden_probabilities", "access.budget=30"],
     DECISION_BASED: ["access=hidden_label", "access.budget=40"],
+    POISONING: ["access=hidden_label", "poison=badnets", "poison.fraction=0.05", "target.train.epochs=5"],
 }
 TINY = ["n_examples=8"]
 

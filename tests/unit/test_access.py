@@ -13,6 +13,7 @@ from torch import nn
 from gavel.targets.access import (
     DECISION_BASED,
     HYBRID,
+    POISONING,
     SCORE_BASED,
     SHARED,
     THREAT_MODELS,
@@ -39,6 +40,7 @@ ALLOWED = {
     SCORE_BASED: lambda weights, output: output != "label",
     DECISION_BASED: lambda weights, output: True,
     HYBRID: lambda weights, output: True,
+    POISONING: lambda weights, output: True,
 }
 
 
@@ -56,8 +58,10 @@ def inputs(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 1, 2, 2), dtype=np.float32)
 
 
-def test_the_threat_models_are_five_objects_named_as_in_the_yaml():
-    assert [m.name for m in THREAT_MODELS] == ["white_box", "transfer", "score_based", "decision_based", "hybrid"]
+def test_the_threat_models_are_six_objects_named_as_in_the_yaml():
+    assert [m.name for m in THREAT_MODELS] == [
+        "white_box", "transfer", "score_based", "decision_based", "hybrid", "poisoning"
+    ]  # fmt: skip
     assert set(ALLOWED) == set(THREAT_MODELS)
     for model in THREAT_MODELS:
         assert threat_model_named(model.name) is model and str(model) == model.name

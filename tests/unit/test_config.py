@@ -10,7 +10,7 @@ from gavel.attacks.base import Attack
 from gavel.experiments.config import compose_config, group_options
 from gavel.experiments.settings import RunSettings
 from gavel.experiments.validation import ConfigError, check_overrides
-from gavel.targets.access import DECISION_BASED, SCORE_BASED, TRANSFER, WHITE_BOX, AccessPolicy
+from gavel.targets.access import DECISION_BASED, POISONING, SCORE_BASED, TRANSFER, WHITE_BOX, AccessPolicy
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,7 @@ NEEDS = {  # what each threat model needs from the access policy, as the issue s
     SCORE_BASED: lambda access: access != "hidden_label",
     DECISION_BASED: lambda access: True,
     TRANSFER: lambda access: True,
+    POISONING: lambda access: True,  # one query per example, under any access policy
 }
 
 
@@ -69,7 +70,8 @@ def test_access_policy_decides_which_attacks_may_run(attack):
     for access in group_options("access"):
         allowed = NEEDS[threat](access)
         try:
-            RunSettings.from_config(compose_config([f"attack={attack}", f"access={access}"]))
+            planted = ["poison=badnets"] if threat == POISONING else []  # a backdoor attack tests a planted poison
+            RunSettings.from_config(compose_config([f"attack={attack}", f"access={access}", *planted]))
             assert allowed, f"attack={attack} ran under access={access}"
         except ConfigError as error:
             assert not allowed, str(error)
@@ -86,7 +88,7 @@ def test_unknown_attack_parameter_is_named():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["attack=foo"], "attack=foo: unknown option; allowed: autoattack, boundary, .*, hopskipjump, .*, zoo"),
+        (["attack=foo"], "attack=foo: unknown option; allowed: autoattack, backdoor, .*, hopskipjump, .*, zoo"),
         (["attack=pgd,nope"], "attack=nope: unknown option; allowed:"),
         (["access.foo=1"], "access.foo: no such key; allowed keys under access: weights, output, budget"),
         (["n_example=3"], "n_example: no such key; allowed keys at the top level: "),
