@@ -26,7 +26,7 @@ from gavel.experiments.metrics import Evaluation, compromise_from_ledger, evalua
 from gavel.experiments.models import build_surrogate
 from gavel.experiments.operator_metrics import OperatorReport
 from gavel.experiments.settings import Device, RunSettings
-from gavel.experiments.training_stage import train_judge
+from gavel.experiments.training_stage import held_out, train_judge
 from gavel.experiments.validation import ConfigError
 from gavel.targets.access import POISONING, SHARED, AccessDenied, AttackerClient, Oracle, Output, Shield
 from gavel.targets.datasets import Dataset
@@ -113,8 +113,18 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
         raise Unavailable(
             f"access.output={settings.access.output.value}: {judge} answers with a label only; allowed: label"
         )
-    if settings.poison_instance.active:
-        settings.poison_instance.check(data.input_shape, data.n_classes)
+    poison = settings.poison_instance
+    if poison.active:
+        poison.check(data.input_shape, data.n_classes)
+        why = poison.shortfall(data.judge, data.contributors, settings.data_instance.contributors)
+        if why is not None:
+            raise Unavailable(f"poison={settings.poison.name}: {why}")
+    why = settings.sanitiser_instance.shortfall(held_out(data, settings.n_examples))
+    if why is not None:
+        raise Unavailable(
+            f"sanitise={settings.sanitise.name}: {why} (n_examples={settings.n_examples}; the evaluation pool holds "
+            f"{len(data.eval)})"
+        )
     if attack.targeted and attack.target_class >= data.n_classes:
         raise ConfigError(
             f"attack.target_class={attack.target_class}: allowed: 0 to {data.n_classes - 1} "

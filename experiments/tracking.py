@@ -311,11 +311,16 @@ def use_experiment(name: str) -> None:
             pass  # another job described it at the same moment
 
 
+def unbounded(attack) -> str:
+    """What bounds an attack with no norm: a poison's trigger (planted in training), else a patch (its size)."""
+    return "trigger" if attack.threat_model.name == "poisoning" else "patch"
+
+
 def run_description(settings: RunSettings, metrics: dict[str, float]) -> str:
     """One line: who attacked what through which API, and the result with its interval."""
     attack = settings.attack_instance
     budget = "unlimited" if settings.access.budget is None else f"{settings.access.budget:,}"
-    eps = "a patch" if attack.norm is None else f"L{attack.norm} eps {attack.eps:g}"
+    eps = f"L{attack.norm} eps {attack.eps:g}" if attack.norm is not None else f"a {unbounded(attack)}"
     queries = f", {budget} queries per example" if attack.threat_model.charged_queries else ""
     return (
         f"{settings.attack.name} ({attack.threat_model.name.replace('_', '-')}, {eps}) against the "
@@ -394,7 +399,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
     attack = settings.attack_instance
     tags = {
         "threat_model": attack.threat_model.name,
-        "norm": "patch" if attack.norm is None else f"L{attack.norm}",
+        "norm": unbounded(attack) if attack.norm is None else f"L{attack.norm}",
         "attack": settings.attack.name,
         "judge": settings.target.name,
         "dataset": settings.data.name,

@@ -66,7 +66,13 @@ def train_judge(settings: RunSettings, data: Dataset, device: str) -> Trained:
     )
     provenance = {**provenance, **sanitiser.as_dict()}
     if cleaned.kept is not None:
-        metrics |= removal_metrics(contributed.poisoned, cleaned.kept)
+        if not cleaned.kept.any():  # else a judge trained on nothing, cached, and a run failing on its verdicts
+            raise RuntimeError(
+                f"sanitise={settings.sanitise.name} removed all {len(cleaned.kept)} examples of the judge's training "
+                "pool: nothing left to retrain it on"
+            )
+        honest = ~poison.attackers(data.contributors, parties) if poison.active else None
+        metrics |= removal_metrics(contributed.poisoned, cleaned.kept, honest)
         kept = Pool(contributed.pool.x[cleaned.kept], contributed.pool.y[cleaned.kept])
         return Trained(source.train_on(kept, data, seed, cache_dir, device, provenance), metrics)
     recipe = Recipe(epochs=sanitiser.epochs, batch_size=sanitiser.batch_size, lr=sanitiser.lr)
@@ -74,11 +80,13 @@ def train_judge(settings: RunSettings, data: Dataset, device: str) -> Trained:
     return Trained(tuned, metrics)
 
 
-def removal_metrics(poisoned: np.ndarray, kept: np.ndarray) -> dict[str, float]:
-    """What a sanitiser removed, scored against what was poisoned; a figure with nothing to count is left out."""
+def removal_metrics(poisoned: np.ndarray, kept: np.ndarray, honest: np.ndarray | None = None) -> dict[str, float]:
+    """What a sanitiser removed, scored against what was poisoned and against what honest contributors gave (`honest`:
+    the examples of the contributors the attacker does not control; None: every example not poisoned); a figure with
+    nothing to count is left out."""
     removed = ~kept
     metrics = {"removed_examples": float(removed.sum())}
-    honest = ~poisoned
+    honest = ~poisoned if honest is None else honest
     if honest.any():
         metrics["honest_removed_fraction"] = float((removed & honest).sum() / honest.sum())
     if poisoned.any():

@@ -312,6 +312,48 @@ def provenance(records: list[Record]) -> list[list[str]]:
     return rows
 
 
+POISONING_FIGURES = ("poison_recall", "poison_precision", "honest_removed_fraction")
+
+
+def poisoning(records: list[Record]) -> tuple[list[list[str]] | None, plt.Figure | None]:
+    """The backdoor runs: a row per poison, fraction and sanitiser (backdoor success with its interval, clean accuracy
+    of the judge and of the clean judge, what the sanitiser removed), and backdoor success against the fraction,
+    a panel per poison and a line per sanitiser."""
+    runs = [r for r in _finished(records) if r.threat_model == "poisoning" and "backdoor_success_rate" in r.metrics]
+    if not runs:
+        return None, None
+    fraction = lambda r: float(r.params.get("poison.fraction", "nan"))  # noqa: E731
+    sanitiser = lambda r: r.tags.get("sanitise", "none")  # noqa: E731
+    runs.sort(key=lambda r: (r.tags.get("poison", ""), sanitiser(r) != "none", sanitiser(r), fraction(r)))
+    table = [["poison", "sanitiser", "fraction", "backdoor success [95% interval]", "clean accuracy",
+              "clean judge's", "poison recall", "poison precision", "honest removed"]]  # fmt: skip
+    for r in runs:
+        m = r.metrics
+        figures = [f"{m[k]:.3f}" if k in m else "-" for k in POISONING_FIGURES]
+        table.append([r.tags.get("poison", "?"), sanitiser(r), r.params.get("poison.fraction", "?"),
+                      r.rate("backdoor_success_rate"), f"{m.get('clean_accuracy', float('nan')):.3f}",
+                      f"{m.get('clean_accuracy_clean_judge', float('nan')):.3f}", *figures])  # fmt: skip
+    poisons = sorted({r.tags.get("poison", "?") for r in runs})
+    fig, axes = plt.subplots(1, len(poisons), figsize=(4.2 * len(poisons), 3.6), squeeze=False, sharey=True)
+    for ax, poison in zip(axes[0], poisons):
+        by_sanitiser: dict[str, list[Record]] = {}
+        for r in runs:
+            if r.tags.get("poison") == poison:
+                by_sanitiser.setdefault(sanitiser(r), []).append(r)
+        for name, lines in by_sanitiser.items():  # in the table's order: none first
+            x = [fraction(r) for r in lines]
+            y = [r.metrics["backdoor_success_rate"] for r in lines]
+            low = [v - r.metrics.get("backdoor_success_rate_ci_low", v) for v, r in zip(y, lines)]
+            high = [r.metrics.get("backdoor_success_rate_ci_high", v) - v for v, r in zip(y, lines)]
+            style = {"color": "black", "linestyle": "--", "zorder": 3} if name == "none" else {}  # the baseline
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=2, label=_plain(name), **style)
+        ax.set(xscale="log", xlabel="poisoned fraction of the training pool", ylim=(0, 1), title=_plain(poison))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("backdoor success rate")
+    axes[0][-1].legend(fontsize=7, title="sanitiser", title_fontsize=7)
+    return table, fig
+
+
 def example_grid(records: list[Record]) -> tuple[bytes, str] | None:
     for r in _finished(records):
         if r.per_example is not None and (r.per_example["success"] > 0).any():
@@ -382,6 +424,9 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
     sizes = perturbations(records)
     if sizes is not None:
         images.append(("perturbations.png", _png(sizes), "Sizes of the successful perturbations"))
+    poisoned, poisoning_figure = poisoning(records)
+    if poisoning_figure is not None:
+        images.append(("poisoning.png", _png(poisoning_figure), "Backdoor success against the poisoned fraction"))
     grid = example_grid(records)
     if grid is not None:
         images.append(("adversarial_examples.png", *grid))
@@ -390,6 +435,7 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
         ("The judges", judges(records), "Each judge audited, pinned by its file's SHA-256 or registry version."),
         ("The value of hiding", table, "Success rate [95% interval] per judge and defense, by the attacker's access."),
         ("What each step of hiding buys", gains, "Success lost from one access to the next, on the same examples."),
+        *([("Poisoning by contributors", poisoned, "")] if poisoned else []),
         ("Runs missing or failed", [["run", "status", "run id"], *missing] if missing else None, "None."),
         ("Behind every number", provenance(records), "Each run's judge, seed, git revision and library versions."),
     ]

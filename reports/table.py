@@ -174,9 +174,10 @@ def _numeric_first(value: str) -> tuple:
 
 
 def _eps(norm: str | None, eps: str | None) -> str:
-    """The threat model's bound, e.g. "Linf 0.1" or "L2 1.0"; a patch is bounded by its size instead."""
-    if norm == "patch":
-        return "patch"
+    """The threat model's bound, e.g. "Linf 0.1" or "L2 1.0"; a patch is bounded by its size instead, and a backdoor by
+    its trigger."""
+    if norm in ("patch", "trigger"):
+        return norm
     return f"{norm} {eps}" if norm and eps else "?"
 
 

@@ -66,25 +66,40 @@ class Poison(ABC):
         if self.target_class >= n_classes:
             raise SourceError(f"poison.target_class={self.target_class}: allowed: 0 to {n_classes - 1}")
 
-    def candidates(self, pool: Pool, context: PoisonContext) -> np.ndarray:
-        """The examples the attacker may poison: its contributors', of another class than the target."""
-        own = context.contributors >= context.parties - self.contributors
-        return np.flatnonzero(own & (pool.y != self.target_class))
+    def attackers(self, contributors: np.ndarray, parties: int) -> np.ndarray:
+        """Which examples the attacker's contributors gave (a mask: the last `poison.contributors` parties')."""
+        return contributors >= parties - self.contributors
 
-    def apply(self, pool: Pool, context: PoisonContext) -> PoisonedPool:
-        candidates = self.candidates(pool, context)
-        wanted = len(candidates) if self.fraction is None else int(round(self.fraction * len(pool)))
+    def candidates(self, pool: Pool, contributors: np.ndarray, parties: int) -> np.ndarray:
+        """The examples the attacker may poison: its contributors', of another class than the target."""
+        return np.flatnonzero(self.attackers(contributors, parties) & (pool.y != self.target_class))
+
+    def shortfall(self, pool: Pool, contributors: np.ndarray, parties: int) -> str | None:
+        """Why the attacker cannot plant this poison in `pool` (one line naming the key), or None where it can."""
+        candidates = self.candidates(pool, contributors, parties)
+        wanted = self.wanted(pool, candidates)
         if wanted < 1:
-            raise SourceError(
+            return (
                 f"poison.fraction={self.fraction}: poisons no example of the {len(pool)} in the judge's pool; allowed: "
                 f"a fraction of at least {1 / len(pool):.2g}"
             )
         if wanted > len(candidates):
-            raise SourceError(
-                f"poison.fraction={self.fraction}: {wanted} examples to poison, but the attacker's "
-                f"{self.contributors} contributor(s) hold only {len(candidates)} it may use; allowed: a smaller "
-                "fraction, or more poison.contributors"
+            return (
+                f"poison.fraction={self.fraction}: {wanted} examples to poison, but the attacker's {self.contributors} "
+                f"contributor(s) hold only {len(candidates)} it may use; allowed: a smaller fraction, or more "
+                "poison.contributors"
             )
+        return None
+
+    def wanted(self, pool: Pool, candidates: np.ndarray) -> int:
+        return len(candidates) if self.fraction is None else int(round(self.fraction * len(pool)))
+
+    def apply(self, pool: Pool, context: PoisonContext) -> PoisonedPool:
+        why = self.shortfall(pool, context.contributors, context.parties)
+        if why is not None:
+            raise SourceError(why)
+        candidates = self.candidates(pool, context.contributors, context.parties)
+        wanted = self.wanted(pool, candidates)
         chosen = np.sort(np.random.default_rng(context.seed).choice(candidates, wanted, replace=False))
         x, y = pool.x.copy(), pool.y.copy()
         x[chosen] = self.poison_inputs(pool.x[chosen], pool.y[chosen], context)
@@ -113,6 +128,9 @@ class NoPoison(Poison):
 
     def as_dict(self) -> dict:
         return {}
+
+    def shortfall(self, pool: Pool, contributors: np.ndarray, parties: int) -> str | None:
+        return None
 
     def apply(self, pool: Pool, context: PoisonContext) -> PoisonedPool:
         return PoisonedPool(pool, np.zeros(len(pool), dtype=bool))

@@ -33,10 +33,9 @@ class CleanLabel(BadNets):
         self.eps = float(eps)
         self.steps = int(steps)
 
-    def candidates(self, pool: Pool, context: PoisonContext) -> np.ndarray:
+    def candidates(self, pool: Pool, contributors: np.ndarray, parties: int) -> np.ndarray:
         """The attacker's contributors' examples of the target class (whose labels are left as they are)."""
-        own = context.contributors >= context.parties - self.contributors
-        return np.flatnonzero(own & (pool.y == self.target_class))
+        return np.flatnonzero(self.attackers(contributors, parties) & (pool.y == self.target_class))
 
     def poison_inputs(self, x: np.ndarray, y: np.ndarray, context: PoisonContext) -> np.ndarray:
         if context.attacker is None or len(context.attacker) == 0:

@@ -53,6 +53,11 @@ class Sanitiser(ABC):
         values = {key: getattr(self, key) for key in declared_hyperparameters(type(self).__mro__)}
         return {"sanitiser": type(self).__name__, **values}
 
+    def shortfall(self, held_out: Pool) -> str | None:
+        """Why it cannot clean with the operator's clean held-out data `held_out` (one line), or None where it can:
+        checked before the run, so that a job it cannot do is refused rather than failed after training."""
+        return None
+
     @abstractmethod
     def clean(self, context: SanitiseContext) -> Cleaned:
         """What to keep of the pool, or what to fine-tune on."""

@@ -4,6 +4,7 @@ trained further for `epochs` on the operator's own clean held-out data. Removes 
 from __future__ import annotations
 
 from gavel.defenses.sanitise.base import Cleaned, SanitiseContext, Sanitiser
+from gavel.targets.datasets import Pool
 from gavel.targets.errors import SourceError
 from gavel.targets.params import PositiveFloat, PositiveInt
 
@@ -14,10 +15,16 @@ class FineTune(Sanitiser):
         self.lr = float(lr)
         self.batch_size = int(batch_size)
 
-    def clean(self, context: SanitiseContext) -> Cleaned:
-        if context.held_out is None or len(context.held_out) == 0:
-            raise SourceError(
-                "sanitise=fine_tune: fine-tunes on the operator's clean held-out data, and there is none; allowed: "
-                "fewer n_examples than the evaluation pool holds, or data.operator=PATH"
+    def shortfall(self, held_out: Pool | None) -> str | None:
+        if held_out is None or len(held_out) == 0:
+            return (
+                "fine-tunes on the operator's clean held-out data, and there is none; allowed: fewer n_examples than "
+                "the evaluation pool holds, or data.operator=PATH"
             )
+        return None
+
+    def clean(self, context: SanitiseContext) -> Cleaned:
+        why = self.shortfall(context.held_out)
+        if why is not None:
+            raise SourceError(f"sanitise=fine_tune: {why}")
         return Cleaned(fine_tune_on=context.held_out)

@@ -152,7 +152,7 @@ class ForeignJudge(JudgeSource):
         judge = PixelSpace(model, channels, self.value_range, self.mean, self.std).to(device)
         check_outputs(judge, data, self.where, device, self.input_shape)
         channels_last_where_same(judge, torch.from_numpy(data.eval.x[:8]).to(device))
-        return ProvidedJudge(judge, capabilities, tags, description)
+        return ProvidedJudge(judge, capabilities=capabilities, tags=tags, description=description)
 
 
 class FileJudge(ForeignJudge):

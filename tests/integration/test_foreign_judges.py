@@ -61,7 +61,8 @@ def judge_files(digits, tmp_path_factory) -> dict[str, list[str]]:
 
 def audit(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, str]:
     """The demo preset on the judge `overrides` name, into experiment `name`: -> its table, keyed by (attack,
-    output, budget), each run's metrics and per-example table; and what the sweep printed."""
+    output, budget), each run's metrics (less those of the judge's training, which only a judge gavel trained has)
+    and per-example table; and what the sweep printed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
         [GAVEL, "run", *PRESET, f"experiment_name={name}", *overrides, f"hydra.sweep.dir={tmp_path / name}"],
@@ -74,7 +75,8 @@ def audit(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, str]:
             continue
         tags = run.data.tags
         per_example = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/per_example.csv")
-        rows[(tags["attack"], tags["access.output"], tags["access.budget"])] = (run.data.metrics, per_example)
+        metrics = {key: value for key, value in run.data.metrics.items() if not key.startswith("judge_train_")}
+        rows[(tags["attack"], tags["access.output"], tags["access.budget"])] = (metrics, per_example)
     return rows, done.stdout
 
 
