@@ -71,13 +71,22 @@ def train_judge(settings: RunSettings, data: Dataset, device: str) -> Trained:
                 f"sanitise={settings.sanitise.name} removed all {len(cleaned.kept)} examples of the judge's training "
                 "pool: nothing left to retrain it on"
             )
-        honest = ~poison.attackers(data.contributors, parties) if poison.active else None
-        metrics |= removal_metrics(contributed.poisoned, cleaned.kept, honest)
+        metrics |= removal_metrics(contributed.poisoned, cleaned.kept, honest_examples(poison, data, parties))
         kept = Pool(contributed.pool.x[cleaned.kept], contributed.pool.y[cleaned.kept])
         return Trained(source.train_on(kept, data, seed, cache_dir, device, provenance), metrics)
     recipe = Recipe(epochs=sanitiser.epochs, batch_size=sanitiser.batch_size, lr=sanitiser.lr)
     tuned = source.fine_tune(judge, cleaned.fine_tune_on, recipe, data, seed, cache_dir, device, provenance)
     return Trained(tuned, metrics)
+
+
+def honest_examples(poison, data: Dataset, parties: int) -> np.ndarray | None:
+    """What the honest contributors gave: every example of a contributor the attacker does not control. Where it
+    controls them all (one contributor, the default: the attacker slips `poison.fraction` of the samples into the
+    pool), None: every example it did not poison."""
+    if not poison.active:
+        return None
+    honest = ~poison.attackers(data.contributors, parties)
+    return honest if honest.any() else None
 
 
 def removal_metrics(poisoned: np.ndarray, kept: np.ndarray, honest: np.ndarray | None = None) -> dict[str, float]:

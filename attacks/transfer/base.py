@@ -14,7 +14,7 @@ from torch import nn
 
 from gavel.attacks.adapters.art import surrogate_estimator
 from gavel.attacks.base import Attack, AttackerKit, AttackResult, Goal
-from gavel.attacks.white_box.base import WhiteBoxAttack
+from gavel.attacks.white_box.base import ADAPTIVE, WhiteBoxAttack
 from gavel.targets.access import TRANSFER, QueryRefused
 
 
@@ -58,7 +58,9 @@ class TransferAttack(Attack):
 
     @classmethod
     def parameters(cls) -> dict[str, Any]:
-        return {**cls.crafter_class.parameters(), **super().parameters()}
+        """The crafter's, less BPDA and EOT: the surrogate is the attacker's own, with no defense to adapt to."""
+        crafter = {k: v for k, v in cls.crafter_class.parameters().items() if k not in ADAPTIVE}
+        return {**crafter, **super().parameters()}
 
     def crafting_model(self, surrogate: nn.Module) -> nn.Module:
         """The model the crafter's gradients come from: the surrogate itself, or a view of it."""

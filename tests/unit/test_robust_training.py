@@ -69,75 +69,71 @@ def test_an_adversarially_trained_judge_resists_pgd_better_than_a_natural_one(di
     assert robust.train_seconds is not None and robust.train_seconds > 0
 
 
-@pytest.mark.slow
-def test_gavels_madry_training_agrees_with_arts(digits):
-    """ART's AdversarialTrainerMadryPGD as the reference: the same network, initial weights, eps, steps and epochs
-    (30: at 10 the robustness of one training run and the next, either implementation's, is still spread wide);
-    PGD fools as many of the same examples on either robust judge (McNemar's test both ways), far fewer than on the
-    natural judge. Measured on the machine this was written on: 33-40 of 300 fooled on ours over seeds 0-2, 36-38 on
-    ART's over seeds 0-1."""
-    from art.defences.trainer import AdversarialTrainerMadryPGD
-
+def art_estimator(adversarial: str, data):
+    """ART's classifier around the same network as gavel's `adversarial` judge, from the same initial weights (seed
+    0), with the recipe's optimizer; and that recipe."""
     from gavel.attacks.adapters.art import pytorch_estimator
     from gavel.targets.models import build_model
 
-    data = digits.data
-    ours = get_or_train(spec("pgd", data), data.judge, digits.cache_dir).model
-    reference = spec("pgd", data)
+    reference = spec(adversarial, data)
     torch.manual_seed(0)
-    theirs = build_model(reference.arch, data.input_shape, 10)
-    theirs.normalize.fit(torch.from_numpy(data.judge.x))
-    optimizer = torch.optim.Adam(theirs.parameters(), lr=reference.train.lr)
-    estimator = pytorch_estimator(theirs, data.input_shape, 10, "cpu", optimizer)
+    model = build_model(reference.arch, data.input_shape, 10)
+    model.normalize.fit(torch.from_numpy(data.judge.x))
+    optimizer = torch.optim.Adam(model.parameters(), lr=reference.train.lr)
     np.random.seed(0)
-    trainer = AdversarialTrainerMadryPGD(
-        estimator, nb_epochs=reference.train.epochs, batch_size=reference.train.batch_size, eps=0.1,
-        eps_step=2.5 * 0.1 / 7, max_iter=7, num_random_init=1,
-    )  # fmt: skip
-    trainer.fit(data.judge.x, data.judge.y)
+    return pytorch_estimator(model, data.input_shape, 10, "cpu", optimizer), reference.train
+
+
+def agrees_with_arts(adversarial: str, theirs: torch.nn.Module, digits) -> None:
+    """PGD fools as many of the same examples on gavel's `adversarial` judge as on ART's (McNemar's test both ways),
+    and far fewer on either than on the natural judge."""
+    data = digits.data
     theirs.eval()
+    ours = get_or_train(spec(adversarial, data), data.judge, digits.cache_dir).model
     natural = get_or_train(spec(None, data), data.judge, digits.cache_dir).model
     fooled = {name: pgd_fooled(model, data) for name, model in (("ours", ours), ("art", theirs), ("natural", natural))}
     agree(fooled["ours"], fooled["art"])
     less_success(fooled["ours"], fooled["natural"])
     less_success(fooled["art"], fooled["natural"])
+
+
+@pytest.mark.slow
+def test_gavels_madry_training_agrees_with_arts(digits):
+    """ART's AdversarialTrainerMadryPGD as the reference: the same network, initial weights, eps, steps and epochs
+    (30: at 10 the robustness of one training run and the next, either implementation's, is still spread wide).
+    Measured on the machine this was written on: 33-40 of 300 fooled on ours over seeds 0-2, 36-38 on ART's over
+    seeds 0-1."""
+    from art.defences.trainer import AdversarialTrainerMadryPGD
+
+    data = digits.data
+    estimator, recipe = art_estimator("pgd", data)
+    trainer = AdversarialTrainerMadryPGD(
+        estimator, nb_epochs=recipe.epochs, batch_size=recipe.batch_size, eps=0.1, eps_step=2.5 * 0.1 / 7,
+        max_iter=7, num_random_init=1,
+    )  # fmt: skip
+    trainer.fit(data.judge.x, data.judge.y)
+    agrees_with_arts("pgd", estimator.model, digits)
 
 
 @pytest.mark.slow
 def test_gavels_trades_agrees_with_arts(digits):
     """ART's AdversarialTrainerTRADESPyTorch as the reference, with the same network, initial weights, beta, eps,
     steps and epochs. ART's inner attack is the one it is given (PGD on the cross-entropy, here), ours TRADES' own
-    (the KL divergence from a small Gaussian start): the outer loss is the same, so PGD should fool as many of the
-    same examples on either judge (McNemar's test both ways), far fewer than on the natural judge. Measured on the
-    machine this was written on: 38 of 300 fooled on ours, 39 on ART's, 136 on the natural judge. (ART's fast
-    trainer, AdversarialTrainerFBFPyTorch, does not fit: it drives SGD's cyclic learning rate up to 0.21, where
-    gavel's recipe is Adam at 0.001.)"""
+    (the KL divergence from a small Gaussian start): the outer loss is the same. Measured on the machine this was
+    written on: 38 of 300 fooled on ours, 39 on ART's, 136 on the natural judge. (ART's fast trainer,
+    AdversarialTrainerFBFPyTorch, does not fit: it drives SGD's cyclic learning rate up to 0.21, where gavel's
+    recipe is Adam at 0.001.)"""
     from art.attacks.evasion import ProjectedGradientDescent
     from art.defences.trainer import AdversarialTrainerTRADESPyTorch
 
-    from gavel.attacks.adapters.art import pytorch_estimator
-    from gavel.targets.models import build_model
-
     data = digits.data
-    ours = get_or_train(spec("trades", data), data.judge, digits.cache_dir).model
-    reference = spec("trades", data)
-    torch.manual_seed(0)
-    theirs = build_model(reference.arch, data.input_shape, 10)
-    theirs.normalize.fit(torch.from_numpy(data.judge.x))
-    optimizer = torch.optim.Adam(theirs.parameters(), lr=reference.train.lr)
-    estimator = pytorch_estimator(theirs, data.input_shape, 10, "cpu", optimizer)
-    np.random.seed(0)
+    estimator, recipe = art_estimator("trades", data)
     inner = ProjectedGradientDescent(
         estimator, eps=0.1, eps_step=2.5 * 0.1 / 7, max_iter=7, num_random_init=1, verbose=False
     )
-    trainer = AdversarialTrainerTRADESPyTorch(estimator, inner, beta=reference.train.beta)
-    trainer.fit(data.judge.x, data.judge.y, batch_size=reference.train.batch_size, nb_epochs=reference.train.epochs)
-    theirs.eval()
-    natural = get_or_train(spec(None, data), data.judge, digits.cache_dir).model
-    fooled = {name: pgd_fooled(model, data) for name, model in (("ours", ours), ("art", theirs), ("natural", natural))}
-    agree(fooled["ours"], fooled["art"])
-    less_success(fooled["ours"], fooled["natural"])
-    less_success(fooled["art"], fooled["natural"])
+    trainer = AdversarialTrainerTRADESPyTorch(estimator, inner, beta=recipe.beta)
+    trainer.fit(data.judge.x, data.judge.y, batch_size=recipe.batch_size, nb_epochs=recipe.epochs)
+    agrees_with_arts("trades", estimator.model, digits)
 
 
 def test_adversarial_training_with_an_eps_the_norm_does_not_allow_is_refused():

@@ -21,7 +21,7 @@ from gavel.defenses.sanitise.provenance import Provenance
 from gavel.defenses.sanitise.spectral_signatures import SpectralSignatures
 from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
-from gavel.experiments.training_stage import removal_metrics, train_judge
+from gavel.experiments.training_stage import honest_examples, removal_metrics, train_judge
 from gavel.targets.datasets import Pool
 from gavel.targets.training import ModelSpec
 
@@ -132,7 +132,9 @@ def test_a_sanitiser_retrains_the_judge_on_exactly_what_it_kept_and_logs_what_it
     settings = RunSettings.from_config(compose_config([*BADNETS_5, *QUICK, "sanitise=spectral_signatures"]))
     trained = train_judge(settings, poisoned.data, "cpu")
     kept = settings.sanitiser_instance.clean(context_for(poisoned)).kept
-    assert trained.metrics == {"poisoned_examples": 45.0, **removal_metrics(poisoned.contributed.poisoned, kept)}
+    honest = honest_examples(settings.poison_instance, poisoned.data, settings.data_instance.contributors)
+    expected = removal_metrics(poisoned.contributed.poisoned, kept, honest)
+    assert trained.metrics == {"poisoned_examples": 45.0, **expected}
     pool = poisoned.contributed.pool
     provenance = {**settings.poison_instance.as_dict(), **settings.sanitiser_instance.as_dict()}
     spec = ModelSpec.of(
@@ -154,7 +156,9 @@ def test_the_contributor_cap_through_the_training_stage_trims_the_attackers_big_
     poisoned = poisoned_judge(*BADNETS_5, *QUICK, *contributors)
     kept = settings.sanitiser_instance.clean(context_for(poisoned)).kept
     assert np.bincount(data.contributors[kept]).tolist() == [75] * 8 + [74, 179]
-    assert metrics == {"poisoned_examples": 45.0, **removal_metrics(poisoned.contributed.poisoned, kept)}
+    honest = data.contributors < 9  # the attacker's is the last contributor
+    assert metrics == {"poisoned_examples": 45.0, **removal_metrics(poisoned.contributed.poisoned, kept, honest)}
+    assert metrics["honest_removed_fraction"] == 0.0  # the cap cost no honest contributor anything
 
 
 @pytest.mark.slow
