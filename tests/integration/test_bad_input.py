@@ -57,7 +57,7 @@ BAD = [
     (["attack=["], "attack=[: not a valid override"),
     (["cache_dir=/proc/gavel"], "cache_dir=/proc/gavel: cannot write there"),
     # the operator's defenses: unknown options, out-of-range values, and defenses that cannot apply
-    (["defense=nope"], "defense=nope: unknown option; allowed: blacklight, input_noise, knn_similarity"),
+    (["defense=nope"], "defense=nope: unknown option; allowed: bit_depth, blacklight, input_noise, jpeg"),
     (["defense=input_noise", "defense.sigma=-1"], r"defense.sigma=-1: allowed: a number in (0, 1]"),
     ([*SCORES, "defense=rounded", "defense.decimals=0"], "defense.decimals=0: allowed: a positive integer"),
     ([*SCORES, "defense=rounded", "defense.bogus=1"], "defense.bogus: no such key; allowed keys under defense"),

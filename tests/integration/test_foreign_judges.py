@@ -159,12 +159,13 @@ def test_a_team_gates_its_own_model_on_its_own_images_pinned_by_the_files_sha256
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "gate" / "summary.json").read_text())
     assert summary["verdict"] == "pass" and len(summary["checks"]) == 1
+    before = mlflow.get_tracking_uri()  # set_tracking_uri also sets the environment variable: saved first
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         runs = [r for r in mlflow.search_runs(experiment_names=["own-judge"], output_format="list")
                 if "sweep_id" in r.data.tags]  # fmt: skip
     finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_tracking_uri(before)
     assert len(runs) == 8 and {r.data.tags["judge.sha256"] for r in runs} == {sha256}
     assert {r.data.tags["dataset"] for r in runs} == {"image_folder"}
     policy.write_text(policy.read_text().replace(sha256, "0" * 64))
