@@ -17,19 +17,13 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gavel.experiments import runner, tracking
+from gavel.experiments import runner, stops, tracking
 from gavel.experiments.config import CONF_DIR
 from gavel.experiments.settings import RunSettings
+from gavel.experiments.stops import Terminated
 from gavel.experiments.validation import config_errors_exit
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what `timeout`, `kill` and a cancelled CI job send), raised where the job is, like Ctrl-C: the run
-    ends KILLED and the model cache is left as it was (an entry only appears by an atomic rename)."""
-
-
-def raise_terminated(signum, frame) -> None:
-    raise Terminated(f"stopped by signal {signum} (SIGTERM)")
+__all__ = ["Terminated", "main", "register_sweeper", "stop_on_sigterm"]
 
 
 REDELIVERY_DELAY_S = 0.05
@@ -52,10 +46,10 @@ _previous_unraisablehook = sys.unraisablehook
 
 
 def stop_on_sigterm() -> None:
-    """Install `raise_terminated` for SIGTERM (only the main thread of a process can), and the hook that sends a
-    stop again where Python swallowed it."""
+    """Install the stop handler for SIGTERM and SIGINT (`experiments.stops`; only the main thread of a process can),
+    and the hook that sends a stop again where Python swallowed it."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_terminated)
+        stops.install()
         sys.unraisablehook = redeliver_swallowed_stops
 
 

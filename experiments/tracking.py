@@ -27,6 +27,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
+from gavel.experiments import stops
 from gavel.experiments.settings import RunSettings
 from gavel.experiments.validation import ConfigError
 
@@ -421,7 +422,7 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
     tags.update(overrides_tags(list(overrides)))
     resolved = settings.plain_config()
     try:
-        with quick_store_calls():
+        with stops.deferred(), quick_store_calls():  # a stop while the run is registered: raised once it is
             try:
                 use_experiment(settings.experiment_name)
                 end_orphaned_runs(settings.experiment_name)
@@ -431,13 +432,14 @@ def mlflow_run(settings: RunSettings, sweep_id: str | None = None, overrides: li
             except Exception as error:
                 raise store_failure(mlflow.get_tracking_uri(), failure_reason(error)) from None
         yield run
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (experiments/run.py raises it as `Terminated`)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`experiments.stops` raises it as `Terminated`)
         _end_quietly(RunStatus.KILLED)
         raise
     except BaseException:
         _end_quietly(RunStatus.FAILED)
         raise
-    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    with stops.deferred():
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
 def _end_quietly(status: int) -> None:
@@ -446,7 +448,8 @@ def _end_quietly(status: int) -> None:
     if mlflow.active_run() is None:
         return
     try:
-        mlflow.end_run(RunStatus.to_string(status))
+        with stops.deferred():  # a second stop must not interrupt the ending
+            mlflow.end_run(RunStatus.to_string(status))
     except Exception as error:
         log.warning("could not mark the run %s: %s", RunStatus.to_string(status), failure_reason(error))
 
