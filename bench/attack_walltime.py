@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from gavel.experiments.config import compose_config, group_options
 from gavel.experiments.settings import RunSettings
-from gavel.targets.access import DECISION_BASED, HYBRID, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
+from gavel.targets.access import DECISION_BASED, HYBRID, POISONING, SCORE_BASED, TRANSFER, WHITE_BOX, ThreatModel
 
 # The access each threat model is run under; query attacks get the demo's largest budget.
 ACCESS = {
@@ -30,6 +30,7 @@ ACCESS = {
     SCORE_BASED: ["access=hidden_probabilities"],
     DECISION_BASED: ["access=hidden_label"],
     HYBRID: ["access=hidden_probabilities"],
+    POISONING: ["access=hidden_label", "poison=badnets", "poison.fraction=0.05"],  # the backdoor needs a poison
 }
 
 
