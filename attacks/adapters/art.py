@@ -47,10 +47,13 @@ def surrogate_estimator(surrogate: nn.Module, client: AttackerClient, device: st
     return pytorch_estimator(surrogate, client.input_shape, client.n_classes, device)
 
 
-def white_box_estimator(client: AttackerClient) -> PyTorchClassifier:
-    """The judge as an ART classifier, where the operator serves it; raises `AccessDenied` when its weights are
-    hidden."""
-    return pytorch_estimator(client.open_weights(), client.input_shape, client.n_classes, client.device)
+def white_box_estimator(
+    client: AttackerClient, view: Callable[[nn.Module], nn.Module] | None = None
+) -> PyTorchClassifier:
+    """The judge as an ART classifier, where the operator serves it (seen through `view`: BPDA, EOT); raises
+    `AccessDenied` when its weights are hidden."""
+    model = client.open_weights() if view is None else view(client.open_weights())
+    return pytorch_estimator(model, client.input_shape, client.n_classes, client.device)
 
 
 class OracleClassifier(BlackBoxClassifierNeuralNetwork):

@@ -19,7 +19,7 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from gavel.attacks.adapters.art import pytorch_estimator
+from gavel.attacks.adapters.art import white_box_estimator
 from gavel.attacks.base import Attack, AttackerKit, AttackResult
 from gavel.targets.access import WHITE_BOX
 from gavel.targets.access.preprocessing import straight_through
@@ -64,7 +64,4 @@ class WhiteBoxAttack(Attack):
 
     def run(self, x: np.ndarray, y: np.ndarray, kit: AttackerKit) -> AttackResult:
         """Crafted on the judge as the operator serves it (its weights open; `AccessDenied` where hidden)."""
-        client = kit.client
-        model = self.attacked_model(client.open_weights())
-        estimator = pytorch_estimator(model, client.input_shape, client.n_classes, client.device)
-        return AttackResult.offline(self.craft(estimator, x, y, kit))
+        return AttackResult.offline(self.craft(white_box_estimator(kit.client, self.attacked_model), x, y, kit))
