@@ -12,13 +12,13 @@ from pathlib import Path
 from fixtures import SMOKE_TRAINING, add_smoke_flag, timed_gavel
 
 TARGET_SECONDS = 45  # issue 7: make demo under 45 s on 2 cores after the install
-# --smoke: the same preset and sweep, 10 examples, one budget (4 jobs instead of 8), judges trained for 5 epochs
+# --smoke: the same preset and sweep, 10 examples, one budget (6 jobs instead of 14), judges trained for 5 epochs
 SMOKE = ("n_examples=10", "access.budget=10", *SMOKE_TRAINING)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_smoke_flag(parser, "10 examples, budget 10 only: 4 jobs")
+    add_smoke_flag(parser, "10 examples, budget 10 only: 6 jobs")
     args = parser.parse_args()
     overrides = ["experiment=hiding_vs_ratelimit", *(SMOKE if args.smoke else ())]
     with tempfile.TemporaryDirectory() as tmp:

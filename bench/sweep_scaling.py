@@ -1,4 +1,4 @@
-"""Scaling out on one machine: the demo sweep (experiment=hiding_vs_ratelimit, 8 jobs) with one job at a time
+"""Scaling out on one machine: the demo sweep (experiment=hiding_vs_ratelimit, 14 jobs) with one job at a time
 (Hydra's basic launcher, each job on every core) against two at a time (hydra/launcher=joblib n_jobs=2, each job
 on half the cores), and the peak memory of one job. Each way runs once to fill its model cache (a judge trained
 on 2 threads is another model than one trained on 1: see targets/training.ModelSpec.trained_on), then once timed,

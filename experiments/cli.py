@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 
+from gavel.experiments import defense_lists
 from gavel.experiments.config import GROUPS, group_options
 from gavel.experiments.validation import check_overrides, config_errors_exit
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
     with config_errors_exit():
+        rest = defense_lists.expand(rest)
         check_overrides(rest)
     from gavel.experiments.run import Terminated, register_sweeper, stop_on_sigterm
     from gavel.experiments.run import main as hydra_main

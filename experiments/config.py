@@ -18,7 +18,10 @@ def group_options(group: str) -> list[str]:
 
 
 def compose_config(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """The config a `gavel run` job with these overrides would get."""
+    """The config a `gavel run` job with these overrides would get (a `defense=[...]` list as its stack)."""
+    from gavel.experiments import defense_lists  # it reads this module's group options
+
+    overrides = defense_lists.expand(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,7 +20,7 @@ from torch import nn
 
 from gavel.attacks.base import Attack, AttackerKit, AttackResult
 from gavel.defenses.base import OperatorKit
-from gavel.experiments import operator_metrics, tracking
+from gavel.experiments import operator_metrics, sanity, tracking
 from gavel.experiments.figures import adversarial_grid
 from gavel.experiments.metrics import Evaluation, compromise_from_ledger, evaluate, per_example_csv
 from gavel.experiments.models import build_surrogate
@@ -49,10 +49,12 @@ class Prepared:
 
     data: Dataset
     judge: ProvidedJudge | None
+    planned: Capabilities = FULL
+    """What a judge the run makes will offer (its source says, before training it)."""
 
     @property
     def capabilities(self) -> Capabilities:
-        return FULL if self.judge is None else self.judge.capabilities
+        return self.planned if self.judge is None else self.judge.capabilities
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,14 @@ def load_inputs(settings: RunSettings) -> Prepared:
     torch.set_num_threads(settings.threads_for("provision"))
     source = settings.target_instance
     data = settings.data_instance.load(source.input_shape)
-    return Prepared(data, source.prepare(data, resolve_device(settings.device)))
+    judge = source.prepare(data, resolve_device(settings.device))
+    return Prepared(data, judge, source.capabilities)
 
 
 def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
     """What the attack, the API and the defense need of the data and the judge, now that both are known."""
     data, attack = prepared.data, settings.attack_instance
-    judge = "the judge" if prepared.judge is None else f"target={settings.target.name} ({prepared.judge.description})"
+    judge = f"target={settings.target.name}" + ("" if prepared.judge is None else f" ({prepared.judge.description})")
     try:
         attack.check_access(settings.access, prepared.capabilities, judge)
     except AccessDenied as denied:
@@ -163,6 +166,7 @@ def run(settings: RunSettings, prepared: Prepared, sweep_id: str | None = None, 
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
         evaluation = evaluate_result(provisioned, selection, attack, result)
+        tracking.log_checks(check_run(settings, provisioned, selection, attack, result, evaluation, client))
         operator = measure_operator(settings, provisioned, selection, result)
         evaluation.metrics.update(operator.metrics)
         evaluation.metrics.update(poisoning_metrics(settings, provisioned, selection, evaluation.metrics))
@@ -287,6 +291,37 @@ def evaluate_result(provisioned: Provisioned, selection: Selection, attack: Atta
         goal=attack.goal,
         threat_model=attack.threat_model,
         compromise=compromise_from_ledger(provisioned.oracle, result),
+    )
+
+
+def check_run(
+    settings: RunSettings,
+    provisioned: Provisioned,
+    selection: Selection,
+    attack: Attack,
+    result: AttackResult,
+    evaluation: Evaluation,
+    client: AttackerClient,
+) -> list[sanity.Check]:
+    """The sanity checks that apply to this run (`experiments/sanity.py`), on the operator's side: nothing they do
+    is charged to the attacker."""
+    attacked = selection.attacked
+    kit = AttackerKit(
+        client=client,
+        surrogate=None,
+        attacker_data=provisioned.data.attacker if attack.needs_attacker_data else None,
+        device=provisioned.device,
+    )
+    return sanity.run_checks(
+        attack,
+        dict(settings.attack.params),
+        provisioned.shield.model,
+        selection.x[attacked],
+        selection.y[attacked],
+        result,
+        evaluation.per_example["success"][attacked] > 0,
+        kit,
+        provisioned.device,
     )
 
 

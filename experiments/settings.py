@@ -31,12 +31,14 @@ from gavel.attacks.surrogate.base import Surrogate
 from gavel.defenses.base import Defense
 from gavel.defenses.benign import BenignMix, BenignStreamSpec
 from gavel.defenses.sanitise.base import Sanitiser
+from gavel.defenses.stack import DefenseStack
 from gavel.experiments.config import group_options
 from gavel.experiments.validation import ConfigError, Node, check_hyperparameter, hyperparameters
 from gavel.targets.access import POISONING, AccessDenied, AccessPolicy
 from gavel.targets.architectures.base import Architecture
 from gavel.targets.data.base import DataSource
 from gavel.targets.judges.base import JudgeSource
+from gavel.targets.judges.panel import PanelJudge
 from gavel.targets.params import SEED_MAX, BadValue, Range
 
 DOORS = (Architecture, DataSource, JudgeSource, Surrogate, Poison, Sanitiser)
@@ -171,11 +173,12 @@ class RunSettings:
         attack = read_attack(top.child("attack"), seed, access, poison)
         surrogate = read_door(top.child("surrogate"), Surrogate)
         check_surrogate(surrogate, data, target, access, used=attack.instance.threat_model.surrogate)
-        defense = read_component(top.child("defense"), "defense", Defense)
+        defense = read_defense(top.child("defense"))
         try:
             defense.instance.check(access, attack.instance.threat_model, defense.name)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        check_defense_on_panel(defense, target)
         cache_dir = read_cache_dir(top)
         benign = read_benign(top.child("benign"))
         return cls(
@@ -280,6 +283,45 @@ def read_component(node: Node, group: str, base: type) -> Component:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{group}={name}: {error}") from None
     return Component(name, cls, MappingProxyType(params), instance)
+
+
+def read_defense(node: Node) -> Component:
+    """One defense (`defense=jpeg`), or a stack (`defense=[jpeg,blacklight]`, which gavel's override rewriting
+    composes as `defense=_stack` with each member's config under `defense.<member>`)."""
+    cls = _component_class(node, "defense", Defense)
+    if not issubclass(cls, DefenseStack):
+        return read_component(node, "defense", Defense)
+    members = {key: value for key, value in node.values.items() if key not in NOT_HYPERPARAMETERS}
+    for key, value in members.items():
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"defense.{key}={value!r}: not a member of the stack; allowed: a member's keys as "
+                f"defense.MEMBER.KEY (members: {', '.join(k for k, v in members.items() if isinstance(v, Mapping))})"
+            )
+    read = [read_component(node.child(key), f"defense.{key}", Defense) for key in members]
+    try:
+        stack = DefenseStack([(component.name, component.instance) for component in read])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    params = {component.name: component.params for component in read}
+    return Component(stack.name, DefenseStack, MappingProxyType(params), stack)
+
+
+def check_defense_on_panel(defense: Component, target: Component) -> None:
+    """A detector reading the judge's penultimate layer needs one judge: a panel of several has no one layer."""
+    panel = target.instance
+    if not isinstance(panel, PanelJudge) or panel.members < 2:
+        return
+    members = (
+        defense.instance.members if isinstance(defense.instance, DefenseStack) else [(defense.name, defense.instance)]
+    )
+    for name, member in members:
+        if getattr(member, "encoder", None) == "penultimate":
+            key = "defense.encoder" if name == defense.name else f"defense.{name}.encoder"
+            raise ConfigError(
+                f"{key}=penultimate: target=panel has {panel.members} judges and no one penultimate layer; "
+                "allowed: similarity or pixels"
+            )
 
 
 def read_door(node: Node, base: type) -> Component:
@@ -451,6 +493,11 @@ def check_sanitiser(sanitise: Component, data: Component, target: Component) -> 
         raise ConfigError(
             f"sanitise={sanitise.name}: retrains the judge on what it keeps, but target={target.name} was trained "
             "elsewhere: nothing to retrain; allowed: a judge gavel trains (target=cnn, mlp, resnet18), or sanitise=none"
+        )
+    if not target.instance.sanitisable:
+        raise ConfigError(
+            f"sanitise={sanitise.name}: reads and retrains the one judge trained on the contributed data, but "
+            f"target={target.name} is several; allowed: sanitise=none"
         )
     if sanitiser.needs_contributors and data.instance.contributors < 2:
         raise ConfigError(

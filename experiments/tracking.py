@@ -221,8 +221,8 @@ def run_name(settings: RunSettings) -> str:
         parts.append(settings.poison.name + ("" if poison.fraction is None else f"{poison.fraction:g}"))
     if settings.sanitiser_instance.active:
         parts.append(settings.sanitise.name)
-    if settings.target_instance.trained_on_the_data and settings.target_instance.model.train.adversarial:
-        parts.append(f"adv_{settings.target_instance.model.train.adversarial}")
+    if settings.target_instance.adversarial:
+        parts.append(f"adv_{settings.target_instance.adversarial}")
     name = "-".join([*parts, settings.target.name, f"s{settings.seed}"])
     return f"{settings.run_label} | {name}" if settings.run_label else name
 
@@ -469,6 +469,8 @@ def describe_run(settings: RunSettings, metrics: dict[str, float]) -> None:
 CLASSES_TAG = "dataset.classes"
 """The data's class names, in label order, joined by ", " (cut short, with their count, past MLflow's limit on a
 tag's value)."""
+CHECK_TAG = "gavel.check."
+"""Each sanity check's tag: `gavel.check.<name>` = pass | warn (`experiments/sanity.py`)."""
 
 
 def log_judge(judge, data) -> None:
@@ -495,6 +497,15 @@ def log_evaluation_data(x, y, dataset: str) -> None:
             duplicate = "UNIQUE constraint" in str(error) or "duplicate key" in str(error)
             if not duplicate or attempt == 2:
                 raise
+
+
+def log_checks(checks) -> None:
+    """Each sanity check that applies to the run (`experiments/sanity.py`): `gavel.check.<name>` = pass | warn, and
+    what it saw in `gavel.check.<name>.detail`; a warning is also logged for whoever watches the job."""
+    for check in checks:
+        mlflow.set_tags({f"{CHECK_TAG}{check.name}": check.value, f"{CHECK_TAG}{check.name}.detail": check.detail})
+        if not check.passed:
+            log.warning("sanity check %s: %s", check.name, check.detail)
 
 
 def log_evaluation(evaluation, per_example_csv: str, figures: dict) -> None:

@@ -40,6 +40,8 @@ def config_errors_exit():
 def check_overrides(args: list[str]) -> None:
     """Name an unknown config-group option, an unknown key, a removed key or a syntax error in one line,
     before Hydra starts a job."""
+    from gavel.experiments import defense_lists  # it raises ConfigError, from here
+
     overrides = [a for a in args if "=" in a and not a.startswith("-") or a.startswith("~")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -66,7 +68,10 @@ def check_overrides(args: list[str]) -> None:
                 f"~{key}: gavel needs every key and config group; allowed: {key}=VALUE to change it"
                 + (f" (options: {', '.join(group_options(key))})" if key in GROUPS else "")
             )
-        if key.startswith("+"):
+        if override.package is not None and key in GROUPS:  # a stack's member at its own package (defense_lists)
+            group_choices.append(override.input_line)
+            continue
+        if override.type in (OverrideType.ADD, OverrideType.FORCE_ADD):  # `+key=`/`++key=`: the key need not exist
             continue
         values = (
             list(override.sweep_string_iterator())
@@ -76,9 +81,17 @@ def check_overrides(args: list[str]) -> None:
         if key in GROUPS:
             allowed = group_options(key)
             for value in values:
+                if key == "defense" and value == defense_lists.STACK_OPTION:
+                    continue
+                if key == "defense" and defense_lists.members(value) is not None:
+                    defense_lists.check_members(defense_lists.members(value))
+                    continue
                 if value not in allowed and not (key == "experiment" and value == "null"):
                     raise ConfigError(f"{key}={value}: unknown option; allowed: {', '.join(allowed)}")
-            group_choices.append(f"{key}={values[0]}")
+            if defense_lists.members(values[0]) is not None:  # the sweep's own config, from a list's stack
+                group_choices.extend(defense_lists.expand([f"{key}={values[0]}"]))
+            else:
+                group_choices.append(f"{key}={values[0]}")
             if override.is_sweep_override():
                 swept_groups.append(key)
             else:
@@ -97,6 +110,11 @@ def check_overrides(args: list[str]) -> None:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(base, parent) if parent else base
         if not isinstance(node, DictConfig) or leaf not in node:
+            if parent == "attack" and leaf in ADAPTIVE_WHITE_BOX:
+                raise ConfigError(
+                    f"{key}: attack={node.get('name')} reads no gradients of the served model, so it has none to "
+                    f"approximate or average; allowed: {key} on a white-box attack ({', '.join(_white_box_options())})"
+                )
             where = f" under {parent}" if parent else " at the top level"
             allowed = ", ".join(node.keys()) if isinstance(node, DictConfig) else "none"
             raise ConfigError(f"{key}: no such key; allowed keys{where}: {allowed}")
@@ -119,6 +137,15 @@ def _check_against_the_sweeps_own_config(keys: list[str], swept_groups: list[str
             f"{key}: not a key of {group}={default}, the option Hydra composes the sweep's own config from before "
             f"it sweeps {group}; allowed: ++{key}=VALUE (sets it in every job)"
         )
+
+
+ADAPTIVE_WHITE_BOX = ("bpda", "eot_samples")
+"""A white-box attack's adaptive keys (BPDA, EOT on the served model's gradients)."""
+
+
+def _white_box_options() -> list[str]:
+    """The attack options that differentiate the served model (they have `bpda`)."""
+    return [name for name in group_options("attack") if "bpda:" in (CONF_DIR / "attack" / f"{name}.yaml").read_text()]
 
 
 def launcher_options() -> list[str]:

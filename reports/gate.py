@@ -2,7 +2,11 @@
 
 A policy names an MLflow experiment and a list of thresholds. Each threshold selects runs (`where`: tags such as
 `threat_model`, `attack`, `defense`, `access.output`, and `budget_max` / `budget_min` on `access.budget`), keeps
-the newest FINISHED run of each configuration, and checks one metric of each:
+the newest FINISHED run of each configuration, and checks one metric of each. Where a row (a threat model, access
+policy and budget, and every other setting but the attack) was attacked several ways, the threshold binds on the
+strongest attacker, the per-example union of its attacks (`reports/union.py`), unless `where: {attack: NAME}`
+names one attack (`attack: union` says the default); runs a union cannot join (not the same examples) are an
+error, not a weaker check:
 
 - `max: X` passes when the metric's upper 95% bound (`_ci_high`) is at most X, `min: X` when its lower bound
   (`_ci_low`) is at least X; `bound: point` checks the point estimate instead;
@@ -39,6 +43,7 @@ import yaml
 
 from gavel.reports.summary import SWEEP_PARENT
 from gavel.reports.table import aligned, run_overrides
+from gavel.reports.union import UNION, Member, Refusal, Union, strongest
 
 TAG_KEYS = ("threat_model", "attack", "defense", "access.output", "dataset", "judge", "norm", "poison", "sanitise")
 WHERE_KEYS = (*TAG_KEYS, "budget_max", "budget_min")
@@ -65,9 +70,32 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """What a threshold checks: one run, or the union of a row's attacks."""
+
+    run_ids: tuple[str, ...]
+    name: str
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, run) -> Subject:
+        return cls((run.info.run_id,), run.info.run_name, run.data.metrics)
+
+    @classmethod
+    def united(cls, union: Union) -> Subject:
+        return cls(union.run_ids, f"{union.name} ({union.where})", union.metrics)
+
+    def __str__(self) -> str:
+        if len(self.run_ids) == 1:
+            return f"run {self.run_ids[0]}"
+        return f"the union {self.name} of runs {', '.join(self.run_ids)}"
+
+
+@dataclass(frozen=True)
 class Check:
     threshold: str
     run_id: str
+    """The run checked; a union's runs joined by +."""
     run_name: str
     metric: str
     value: float
@@ -157,6 +185,8 @@ def _threshold(i: int, item: Any) -> Threshold:
     for key, value in where.items():
         if key not in WHERE_KEYS:
             raise PolicyError(f"{where_key}.where.{key}: no such key; allowed: {', '.join(WHERE_KEYS)}")
+        if key == "attack" and (not isinstance(value, str) or not value):
+            raise PolicyError(f"{where_key}.where.attack={value!r}: allowed: {UNION} (the default) or an attack's name")
         if key.startswith("budget_") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PolicyError(f"{where_key}.where.{key}={value!r}: allowed: a positive integer")
     kinds = [k for k in ("max", "min", "max_increase", "max_decrease") if k in item]
@@ -201,15 +231,47 @@ def matching_runs(experiment: str, where: dict[str, Any], since: int = 0) -> lis
     return list(newest.values())
 
 
-def check(threshold: Threshold, run) -> Check:
-    metrics = run.data.metrics
+def selected_runs(threshold: Threshold, experiment: str, since: int = 0) -> list:
+    """`matching_runs` of the threshold's `where`, every attack's when it binds on the union."""
+    where = {k: v for k, v in threshold.where.items() if not (k == "attack" and v == UNION)}
+    return matching_runs(experiment, where, since)
+
+
+def subjects(threshold: Threshold, runs: list) -> list[Subject]:
+    """What the threshold checks among `runs`: each row's union where several attacks ran on it (the default),
+    each run where the threshold names its attack or its row was attacked one way."""
+    if threshold.where.get("attack", UNION) != UNION:
+        return [Subject.of(run) for run in runs]
+    members = [Member(r.info.run_id, r.info.run_name, r.data.tags, r.data.params, r.info.start_time or 0) for r in runs]
+    found = strongest(members)
+    refused = [f for f in found if isinstance(f, Refusal)]
+    if refused:
+        raise PolicyError(
+            f"{threshold.name}: binds on the union of each row's attacks, and {refused[0].line()}; allowed: runs on "
+            "the same examples, or one attack (where: {attack: NAME})"
+        )
+    union_of = {run_id: union for union in found for run_id in union.run_ids}
+    checked, seen = [], set()
+    for run in runs:  # in the runs' order, a union where its first run stood
+        union = union_of.get(run.info.run_id)
+        if union is None:
+            checked.append(Subject.of(run))
+        elif union.run_ids not in seen:
+            seen.add(union.run_ids)
+            checked.append(Subject.united(union))
+    return checked
+
+
+def check(threshold: Threshold, subject: Subject) -> Check:
+    metrics = subject.metrics
     if threshold.metric not in metrics:
-        raise PolicyError(f"{threshold.name}: run {run.info.run_id} has no metric {threshold.metric}")
+        name_one = "; name one attack (where: {attack: NAME})" if len(subject.run_ids) > 1 else ""
+        raise PolicyError(f"{threshold.name}: {subject} has no metric {threshold.metric}{name_one}")
     if threshold.kind in ("max", "min"):
         suffix = "" if threshold.bound == "point" else ("_ci_high" if threshold.kind == "max" else "_ci_low")
         key = threshold.metric + suffix
         if key not in metrics:
-            raise PolicyError(f"{threshold.name}: run {run.info.run_id} has no {key}; use bound: point")
+            raise PolicyError(f"{threshold.name}: {subject} has no {key}; use bound: point")
         value = metrics[key]
         passed = value <= threshold.limit if threshold.kind == "max" else value >= threshold.limit
     else:
@@ -218,7 +280,7 @@ def check(threshold: Threshold, run) -> Check:
             raise PolicyError(f"{threshold.name}: baseline run {threshold.baseline} has no metric {threshold.metric}")
         value = metrics[threshold.metric] - base
         passed = value <= threshold.limit if threshold.kind == "max_increase" else -value <= threshold.limit
-    return Check(threshold.name, run.info.run_id, run.info.run_name, threshold.metric, value, threshold.limit,
+    return Check(threshold.name, "+".join(subject.run_ids), subject.name, threshold.metric, value, threshold.limit,
                  threshold.kind, bool(passed))  # fmt: skip
 
 
@@ -231,7 +293,7 @@ def junit(policy: str, checks: list[Check]) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"gate.{policy}", name=f"{c.threshold} [{c.run_name}]")
         if not c.passed:
             failure = ET.SubElement(case, "failure", message=f"{c.metric}: {c.value:.4f} against {c.kind} {c.limit}")
-            failure.text = f"run {c.run_id}"
+            failure.text = f"run {c.run_id}" if "+" not in c.run_id else f"runs {c.run_id.replace('+', ', ')}"
     return ET.tostring(suite, encoding="unicode")
 
 
@@ -253,16 +315,17 @@ def gate(policy_path: Path, out: Path, *, run_first: bool = False, overrides: li
         raise PolicyError(f"{' '.join(overrides)}: overrides apply to the run; allowed: only with --run")
     checks: list[Check] = []
     for threshold in thresholds:
-        runs = matching_runs(experiment, threshold.where, since)
+        runs = selected_runs(threshold, experiment, since)
         if not runs:
             raise PolicyError(
                 f"{threshold.name}: no FINISHED run in experiment {experiment!r} matches {threshold.where}"
             )
         check_pin(policy.judge, runs)
-        checks += [check(threshold, run) for run in runs]
+        checks += [check(threshold, subject) for subject in subjects(threshold, runs)]
     client = mlflow.MlflowClient()
     for c in checks:
-        client.set_tag(c.run_id, f"gate.{name}", "pass" if c.passed else "fail")
+        for run_id in c.run_id.split("+"):
+            client.set_tag(run_id, f"gate.{name}", "pass" if c.passed else "fail")
     out.mkdir(parents=True, exist_ok=True)
     verdict = "pass" if all(c.passed for c in checks) else "fail"
     summary = {"policy": name, "experiment": experiment, "verdict": verdict, "checks": [asdict(c) for c in checks]}

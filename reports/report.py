@@ -3,16 +3,17 @@ Markdown and PNGs, for a security reviewer.
 
 Sections: the value-of-hiding table (per judge and defense, success under white box, transfer, scores and
 labels at each budget, with 95% intervals, and what each step of hiding buys, tested with McNemar's test on the
-same examples); security curves (success against queries on a log axis, white box and transfer as reference
-lines; success against eps where the sweep varies it); queries to success as Kaplan-Meier curves (lifelines),
-failures censored at the budget; perturbation sizes; a captioned grid of adversarial examples; and what stands
-behind every number (config, seed, git revision, library versions), with failed or unfinished runs listed.
+same examples; where one access and budget was attacked several ways, its cell is the union of its attacks); the
+strongest attacker (each union beside its attacks' own figures, the examples it united and its queries);
+security curves (success against queries on a log axis, white box and transfer as reference lines; success
+against eps where the sweep varies it); queries to success as Kaplan-Meier curves (lifelines), failures
+censored at the budget; perturbation sizes; a captioned grid of adversarial examples; and what stands behind
+every number (config, seed, git revision, library versions), with failed or unfinished runs listed.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
@@ -29,10 +30,26 @@ import numpy as np  # noqa: E402
 from lifelines import KaplanMeierFitter  # noqa: E402
 
 from gavel.experiments.statistics import bootstrap_interval, mcnemar_test, pooled_rate  # noqa: E402
-from gavel.experiments.tracking import CLASSES_TAG, recorded_overrides  # noqa: E402
+from gavel.experiments.tracking import (  # noqa: E402
+    CLASSES_TAG,
+    OVERRIDES,
+    OVERRIDES_JSON,
+    overrides_tags,
+    recorded_overrides,
+)
+from gavel.reports import checks  # noqa: E402
 from gavel.reports.curves import CURVE  # noqa: E402
 from gavel.reports.summary import SWEEP_PARENT, sweep_parents  # noqa: E402
 from gavel.reports.table import run_overrides  # noqa: E402
+from gavel.reports.union import (  # noqa: E402
+    Member,
+    Refusal,
+    Union,
+    attack_own,
+    describe_row,
+    load_per_example,
+    strongest,
+)
 
 STEPS = ("white_box", "score_based", "decision_based", "transfer")
 """The attacker's access, from most to least: open weights, a score API, a labels API, no queries at all."""
@@ -84,22 +101,13 @@ def collect(experiment: str, sweep: str | None = None) -> list[Record]:
             start_time=run.info.start_time or 0,
         )  # fmt: skip
         if run.info.status == "FINISHED":
-            record.per_example = _per_example(run.info.run_id)
+            record.per_example = load_per_example(run.info.run_id)
             history = client.get_metric_history(run.info.run_id, CURVE)
             record.curve = sorted((m.step, m.value) for m in history)
         records.append(record)
     if not records:
         raise ValueError(f"--experiment {experiment}{f' --sweep {sweep}' if sweep else ''}: no runs")
     return sorted(records, key=lambda r: (STEPS.index(r.threat_model) if r.threat_model in STEPS else 9, r.budget))
-
-
-def _per_example(run_id: str) -> dict[str, np.ndarray] | None:
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/per_example.csv")
-    except Exception:  # a run without the table is reported as such, not dropped
-        return None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]} if rows else None
 
 
 def _finished(records: list[Record]) -> list[Record]:
@@ -110,19 +118,45 @@ SET_BY_COLUMN = {"attack", "access", "access.budget", "access.output", "defense"
 """Overrides the table shows by its columns (or pools, the seed); any other override sets a row of its own."""
 
 
+def united(records: list[Record]) -> list[Union | Refusal]:
+    """The union of each row's attacks among the finished runs (`reports/union.py`), or the `Refusal` of one."""
+    runs = {r.run_id: r for r in _finished(records)}
+    members = [Member(r.run_id, r.name, r.tags, r.params, r.start_time) for r in runs.values()]
+    return strongest(members, lambda run_id: runs[run_id].per_example)
+
+
+def union_record(union: Union, records: list[Record]) -> Record:
+    """A union as a record of its own: its run id its runs' joined by +, its attack `union(...)`, its overrides
+    its row's (its attacks' own left out)."""
+    runs = {r.run_id: r for r in records}
+    first = runs[union.run_ids[0]]
+    settings = [o for o in recorded_overrides(first.tags) if not attack_own(o.lstrip("+").split("=")[0])]
+    tags = {k: v for k, v in first.tags.items() if k not in (OVERRIDES, OVERRIDES_JSON)}
+    tags |= {"attack": union.name, **overrides_tags(settings)}
+    return Record(
+        "+".join(union.run_ids), f"{union.name} ({union.where})", "FINISHED", tags, dict(first.params),
+        dict(union.metrics), per_example=union.per_example, start_time=max(runs[i].start_time for i in union.run_ids),
+    )  # fmt: skip
+
+
 def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[str]]]:
     """(the table: a row per judge, defense and any other setting a sweep varies, a column per access and budget
-    (and attack, where one access was attacked several ways); what each step of hiding buys: the drop in success
-    from one access to the next, with a paired bootstrap interval and McNemar's p on the same examples). Only
-    runs that differ in their seed share a cell: their successes are pooled (the newest run of each seed)."""
-    runs = [r for r in _finished(records) if r.threat_model in STEPS]
+    (and attack, where one access was attacked several ways, or its cell is a union); what each step of hiding buys:
+    the drop in success from one access to the next, with a paired bootstrap interval and McNemar's p on the same
+    examples). Where an access and budget was attacked several ways, its cell is the strongest attacker, the union
+    of its attacks (`strongest_attacker` shows each attack's own figure beside it). Only runs that differ in their
+    seed share a cell: their successes are pooled (the newest run of each seed)."""
+    unions = [union_record(u, records) for u in united(records) if isinstance(u, Union)]
+    unions_by_id = {u.run_id: u for u in unions}
+    in_a_union = {run_id for u in unions for run_id in u.run_id.split("+")}
+    runs = [r for r in [*_finished(records), *unions] if r.threat_model in STEPS and r.run_id not in in_a_union]
     attacks_per_access = {}
     for r in runs:
         attacks_per_access.setdefault(r.threat_model, set()).add(r.tags.get("attack"))
     groups: dict[tuple, dict[str, dict[str, Record]]] = {}
     for r in sorted(runs, key=lambda r: r.start_time):  # a newer run of the same seed replaces an older one
         column = r.threat_model
-        if len(attacks_per_access[r.threat_model]) > 1:
+        if len(attacks_per_access[r.threat_model]) > 1 or r.run_id in unions_by_id:  # a union is always named
             column += f" {r.tags.get('attack')}"
         if math.isfinite(r.budget) and r.threat_model not in ("white_box", "transfer"):
             column += f" @ {int(r.budget)}"
@@ -139,7 +173,8 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
     for (judge, defense, setting), by_column in sorted(groups.items()):
         cells = {column: list(by_seed.values()) for column, by_seed in by_column.items()}
         table.append([judge, defense, setting, *((_pooled(cells[c]) if c in cells else "-") for c in columns)])
-        # each access at its strongest: the largest budget it was attacked with, the best attack there
+        # each access at its strongest: the largest budget it was attacked with, the best attack there (the union
+        # of its attacks, where they were united)
         steps = []
         for step in STEPS:
             mine = [c for c in cells if c.split(" ")[0] == step]
@@ -159,6 +194,28 @@ def value_of_hiding(records: list[Record]) -> tuple[list[list[str]], list[list[s
                 test = f"{result.p_value:.3g} ({result.only_first} vs {result.only_second} discordant)"
             gains.append([judge, defense, setting, before[0].name, after[0].name, change, test])
     return table, gains
+
+
+def strongest_attacker(records: list[Record]) -> list[list[str]] | None:
+    """A row per union (`reports/union.py`): where, its attacks with each one's success, the union's success
+    [95% interval], the examples it united and left out, and the queries an attacker running them all spends per
+    example; and a row for each row whose attacks were not united, saying why. None: no row was attacked twice."""
+    found = united(records)
+    if not found:
+        return None
+    table = [["row", "attacks: each one's success", "union's success [95% interval]", "examples", "left out",
+              "queries per example (sum)"]]  # fmt: skip
+    runs = {r.run_id: r for r in records}
+    for item in found:
+        each = ", ".join(f"{runs[m.run_id].tags.get('attack', '?')} {runs[m.run_id].rate()}" for m in item.members)
+        if isinstance(item, Refusal):
+            table.append([describe_row(item.members[0]), each, f"no union: {item.why}", "-", "-", "-"])
+            continue
+        m = item.metrics
+        queries = f"{m['queries_mean']:.0f}" if "queries_mean" in m else "-"
+        table.append([item.where, each, f"{item.name} {union_record(item, records).rate()}", f"{m['n_attacked']:.0f}",
+                      f"{m['examples_left_out']:.0f}", queries])  # fmt: skip
+    return table
 
 
 def _pool(runs: list[Record]):
@@ -435,6 +492,7 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
         ("The judges", judges(records), "Each judge audited, pinned by its file's SHA-256 or registry version."),
         ("The value of hiding", table, "Success rate [95% interval] per judge and defense, by the attacker's access."),
         ("What each step of hiding buys", gains, "Success lost from one access to the next, on the same examples."),
+        ("The strongest attacker", strongest_attacker(records), "None: each row was attacked one way."),
         *([("Poisoning by contributors", poisoned, "")] if poisoned else []),
         ("Runs missing or failed", [["run", "status", "run id"], *missing] if missing else None, "None."),
         ("Behind every number", provenance(records), "Each run's judge, seed, git revision and library versions."),
@@ -448,6 +506,9 @@ def write_report(experiment: str, records: list[Record], out: Path) -> list[Path
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:900px}</style></head><body>",
             f"<h1>gavel report: {html.escape(experiment)}</h1>"]  # fmt: skip
+    sentence, warned = checks.section(records)  # first: what not to trust below
+    md += ["## Sanity checks", "", md_text(sentence), "", *([_md_table(warned), ""] if warned else [])]
+    page += ["<h2>Sanity checks</h2>", f"<p>{html_text(sentence)}</p>", *([_html_table(warned)] if warned else [])]
     for title, rows, caption in sections:
         md += [f"## {md_text(title)}", "", md_text(caption) if rows is None else _md_table(rows), ""]
         page += [f"<h2>{html.escape(title)}</h2>", html.escape(caption) if rows is None else _html_table(rows)]
@@ -476,7 +537,12 @@ def report(experiment: str, sweep: str | None, out: Path) -> list[Path]:
     sweeps = {r.tags.get("sweep_id") for r in records} - {None}
     if len(sweeps) == 1:
         (sweep_id,) = sweeps
+        crossed, compared = checks.black_box_beats_white_box(records)
         for parent in sweep_parents(experiment, sweep_id):
+            if compared:  # the check that needs two runs is the sweep's: its verdict on the parent run
+                mlflow.MlflowClient().set_tag(
+                    parent.info.run_id, f"{checks.CHECK_TAG}{checks.BEATS}", "warn" if crossed else "pass"
+                )
             for path in written:
                 mlflow.MlflowClient().log_artifact(parent.info.run_id, str(path), artifact_path="report")
     return written

@@ -1,4 +1,5 @@
-"""At the end of a sweep: print the table of its runs and where they are, write it beside the sweep, and record
+"""At the end of a sweep: print the table of its runs (and, where a row was attacked several ways, the union of its
+attacks: `reports/union.py`) and where they are, write it beside the sweep, and record
 the sweep in MLflow as a parent run: its description is the table, its artifacts the summary and the curves,
 and every job's run is linked to it as a child (MLflow's `mlflow.parentRunId` tag), so the UI nests them."""
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from gavel.experiments.tracking import NOTE, runs_page, sweep_id_for, use_experiment
 from gavel.reports.curves import plot_curves
 from gavel.reports.table import format_table, sweep_rows
+from gavel.reports.union import union_rows
 
 
 class SweepSummary(Callback):
@@ -23,7 +25,8 @@ class SweepSummary(Callback):
         rows = sweep_rows(config.experiment_name, sweep_id)
         if not rows:
             return
-        table = format_table(rows) + refused_lines(sweep_dir)
+        unions, notes = union_rows(rows)
+        table = format_table(rows + unions) + note_lines(notes) + refused_lines(sweep_dir)
         uri = mlflow.get_tracking_uri()
         where = (
             f"MLflow: {len(rows)} runs in experiment '{config.experiment_name}' (tag sweep_id={sweep_id}) at {uri}\n"
@@ -37,6 +40,11 @@ class SweepSummary(Callback):
         summary = sweep_dir / "summary.md"
         summary.write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")
         record_parent_run(config.experiment_name, sweep_id, rows, table, [summary, *curves])
+
+
+def note_lines(notes: list[str]) -> str:
+    """What the table's unions say of themselves (a row not united, examples left out), a line each under it."""
+    return "\n\n" + "\n".join(notes) if notes else ""
 
 
 def refused_lines(sweep_dir: Path) -> str:

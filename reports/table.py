@@ -73,7 +73,11 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
         rows.append(
             {
                 "run_id": run.info.run_id,
+                "name": run.info.run_name,
                 "status": run.info.status,
+                "start_time": run.info.start_time or 0,
+                "tags": tags,
+                "params": params,
                 "threat_model": tags.get("threat_model", "?"),
                 "attack": tags.get("attack", "?"),
                 "defense": tags.get("defense", "none"),
@@ -89,7 +93,8 @@ def sweep_rows(experiment_name: str, sweep_id: str) -> list[dict]:
 
 def varying_overrides(rows: list[dict]) -> list[str]:
     """Override keys whose value differs between the sweep's runs (beyond those the table always shows)."""
-    keys = sorted({k for row in rows for k in row["overrides"]} - SHOWN_ELSEWHERE)
+    keys = sorted({k for row in rows for k in row["overrides"] if "@" not in k} - SHOWN_ELSEWHERE)  # @: a stack's
+    # members at their packages (`+defense@defense.jpeg=jpeg`), named in the defense column
     return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
 
 
@@ -129,7 +134,7 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    rows = pool_seeds(rows)
+    rows = sorted(pool_seeds(rows), key=_order)
     extra = varying_overrides(rows)
     defended = any(row["defense"] != "none" for row in rows)
     leading = LEADING + ((("defense", "defense"),) if defended else ())
@@ -158,6 +163,7 @@ def _order(row: dict):
     budget = row["budget"]
     return (
         THREAT_ORDER.get(row["threat_model"], 9),
+        row.get("union", False),  # a threat model's unions after its attacks' own rows (`reports/union.py`)
         row["attack"],
         math.inf if budget == "null" else int(budget),
         (row["defense"] != "none", row["defense"]),  # the undefended baseline first

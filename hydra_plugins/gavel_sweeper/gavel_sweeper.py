@@ -57,6 +57,8 @@ def _short(key: str, value: str) -> str:
     config-group option, a word) by its value."""
     name = key.lstrip("+~").rsplit(".", 1)[-1]
     value = value.replace("'", "").replace('"', "")  # the label travels as a quoted override value
+    if value.startswith("[") and value.endswith("]"):  # a list (a stack of defenses): its members
+        return "+".join(item.strip() for item in value[1:-1].split(","))
     if value.lower() == "true":
         return name
     if value.lower() == "false":
@@ -95,17 +97,19 @@ class GavelSweeper(BasicSweeper):
         self.grid = [dict(block) for block in grid] if grid else [{}]
 
     def jobs(self, arguments: List[str]) -> List[List[str]]:
+        from gavel.experiments import defense_lists
+
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)  # glob() sweeps need it
         jobs = expand_grid(self.grid, self.params, arguments, parser)
         seeds = self.seeds(arguments)
         if seeds > 1 and not any(o.startswith("seed=") for job in jobs for o in job):
             jobs = [[*job, f"seed={seed}"] for job in jobs for seed in range(seeds)]
-        if len(jobs) < 2:  # nothing to tell apart
-            return jobs
-        return [
-            job if any(o.startswith("run_label=") for o in job) else [*job, f"run_label='{label}'"]
-            for job, label in zip(jobs, run_labels(jobs))
-        ]
+        if len(jobs) >= 2:  # else nothing to tell apart
+            jobs = [
+                job if any(o.startswith("run_label=") for o in job) else [*job, f"run_label='{label}'"]
+                for job, label in zip(jobs, run_labels(jobs))
+            ]
+        return [defense_lists.expand(job) for job in jobs]  # a job's defense=[...] list as its stack
 
     def seeds(self, arguments: List[str]) -> int:
         """`seeds` from the command line or the config (checked as an integer >= 1 with every job's config)."""
@@ -121,9 +125,9 @@ class GavelSweeper(BasicSweeper):
         from gavel.experiments.settings import RunSettings
         from gavel.experiments.validation import ConfigError, config_errors_exit
 
-        jobs = self.jobs(arguments)
         settings = []
         with config_errors_exit():
+            jobs = self.jobs(arguments)
             for job in jobs:
                 try:
                     config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))

@@ -57,10 +57,25 @@ class JudgeSource(ABC):
     """Whether gavel trains the judge on the data's judge pool (then that pool is its training data, for
     `surrogate.knowledge=leaked`), rather than loading one trained elsewhere on data gavel cannot know."""
 
+    sanitisable: ClassVar[bool] = True
+    """Whether a sanitiser can clean its training data: a sanitiser reads the one judge trained on the contributed pool
+    (its penultimate activations) and retrains or fine-tunes it (a panel of judges is several)."""
+
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
         """The input the judge declares ([channels, height, width]); None: the data's (a judge gavel trains)."""
         return None
+
+    @property
+    def adversarial(self) -> str | None:
+        """How gavel trains its judge robustly (`pgd`, `trades`, `fast`); None: naturally, or not at all."""
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the judge the run makes (`provide`) will offer, known once prepared, before it is trained (a majority
+        vote offers no gradients); a judge ready when prepared declares its own (`ProvidedJudge.capabilities`)."""
+        return FULL
 
     @abstractmethod
     def prepare(self, data: Dataset, device: str) -> ProvidedJudge | None:

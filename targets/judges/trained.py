@@ -30,6 +30,10 @@ class TrainedJudge(JudgeSource):
     def __init__(self, *, arch: Architecture, train: Recipe) -> None:
         self.model = ModelConfig(arch, train)
 
+    @property
+    def adversarial(self) -> str | None:
+        return self.model.train.adversarial
+
     def prepare(self, data: Dataset, device: str) -> None:
         """Only a check: the judge is trained (or loaded from the cache) inside the run."""
         if data.judge is None:

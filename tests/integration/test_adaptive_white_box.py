@@ -48,8 +48,9 @@ def test_bpda_takes_away_the_robustness_a_masking_defense_reports_to_plain_pgd(d
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["attack=square", "attack.bpda=true"], "attack.bpda: no such key; allowed keys under attack:"),
-        (["attack=transfer_pgd", "attack.bpda=true"], "attack.bpda: no such key; allowed keys under attack:"),
+        (["attack=square", "attack.bpda=true"], "attack.bpda: attack=square reads no gradients of the served model"),
+        (["attack=transfer_pgd", "attack.bpda=true"], "attack.bpda: attack=transfer_pgd reads no gradients of the"),
+        (["attack=boundary", "attack.eot_samples=4"], "attack.eot_samples: attack=boundary reads no gradients of"),
         (["defense=jpeg", "defense.quality=0"], "defense.quality=0: allowed:"),
         (["defense=bit_depth", "defense.bits=9"], "defense.bits=9: allowed:"),
         (["attack=pgd", "attack.eot_samples=0"], "attack.eot_samples=0: allowed:"),

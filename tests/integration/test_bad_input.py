@@ -68,6 +68,31 @@ BAD = [
         "access.output=label: defense=reverse_sigmoid does not apply to it; allowed: probabilities",
     ),
     (["attack=pgd", "defense=blacklight"], "defense=blacklight watches queries, but attack threat model white_box"),
+    # stacks of defenses
+    (["defense=[jpeg,nope]"], "defense=[jpeg,nope]: unknown defense nope; allowed in a list: bit_depth, blacklight"),
+    (["defense=[jpeg,jpeg]"], "defense=[jpeg,jpeg]: jpeg listed twice; allowed: each defense once"),
+    (["defense=[none,jpeg]"], "defense=[none,jpeg]: none is no defense, not a member; allowed in a list:"),
+    (["defense=[]"], "defense=[]: an empty list; allowed: defense=none, or a list of"),
+    (
+        [*SCORES, "defense=[rounded,labels_only]"],
+        "defense=[rounded,labels_only]: rounded and labels_only are both output defenses and a shield has one output",
+    ),
+    (
+        [*SCORES, "defense=[blacklight,piha]"],
+        "defense=[blacklight,piha]: blacklight and piha are both detection defenses",
+    ),
+    ([*SCORES, "defense=[jpeg,labels_only]", "defense.quality=3"], "defense.quality: no such key; allowed keys under"),
+    ([*SCORES, "defense=[jpeg,labels_only]", "defense.jpeg.quality=0"], "defense.jpeg.quality=0: allowed:"),
+    (["defense=[jpeg,blacklight]"], "defense=blacklight watches queries, but attack threat model white_box"),
+    (["defense=[jpeg,rounded]"], "access.output=logits: defense=rounded does not apply to it; allowed: probabilities"),
+    (
+        [*SCORES, "target=panel", "defense=knn_similarity", "defense.encoder=penultimate"],
+        "defense.encoder=penultimate: target=panel has 3 judges and no one penultimate layer",
+    ),
+    (
+        [*SCORES, "target=panel", "defense=[knn_similarity,labels_only]", "defense.knn_similarity.encoder=penultimate"],
+        "defense.knn_similarity.encoder=penultimate: target=panel has 3 judges",
+    ),
     ([*SCORES, "attack.eot_samples=0"], "attack.eot_samples=0: allowed: a positive integer"),
     ([*SCORES, "attack.blinding=-1"], "attack.blinding=-1: allowed: a number >= 0"),
     ([*SCORES, "attack.backend=art", "attack.adaptive=true"], "attack=square: attack.blinding and attack.adaptive"),
@@ -102,7 +127,7 @@ CLI_SAMPLE = [
     if args[0] in ("seed=-1", "data.split.eval=0", "attack.targeted=no", "~experiment_name", "attack=[")
     or args[-1] in ("attack.eps=inf", "access.budget=1")
     or args[0].startswith("cache_dir=")
-    or args[0] in ("defense=nope", "defense=rounded")
+    or args[0] in ("defense=nope", "defense=rounded", "defense=[jpeg,nope]", "defense=[jpeg,jpeg]")
 ]
 
 

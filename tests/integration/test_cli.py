@@ -85,15 +85,21 @@ def test_multirun_budget_sweep_is_one_run_per_job_grouped_by_sweep_id(tmp_path):
 
 @pytest.mark.slow
 def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_path):
-    done = gavel(tmp_path, "experiment=hiding_vs_ratelimit", "n_examples=10", "attack.max_iter=3")
+    done = gavel(tmp_path, "experiment=hiding_vs_ratelimit", "n_examples=10")
     found = runs("hiding_vs_ratelimit")
     rows = sorted(
-        (r.data.tags["threat_model"], r.data.tags["access.output"], r.data.params["access.budget"]) for r in found
+        (
+            r.data.tags["threat_model"],
+            r.data.tags["attack"],
+            r.data.tags["access.output"],
+            r.data.params["access.budget"],
+        )
+        for r in found
     )
     assert rows == sorted(
-        [("white_box", "logits", "null"), ("transfer", "label", "null")]
-        + [("score_based", "probabilities", b) for b in ("10", "100", "1000")]
-        + [("decision_based", "label", b) for b in ("10", "100", "1000")]
+        [("white_box", "pgd", "logits", "null"), ("transfer", "transfer_pgd", "label", "null")]
+        + [("score_based", a, "probabilities", b) for a in ("square", "simba") for b in ("10", "100", "1000")]
+        + [("decision_based", a, "label", b) for a in ("hopskipjump", "rays") for b in ("10", "100", "1000")]
     )
     examples = set()
     for run in found:
@@ -110,7 +116,8 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
     assert len(examples) == 1
     threat_models = ("white_box", "transfer", "score", "decision")
     table_lines = [line for line in done.stdout.splitlines() if line.startswith(threat_models)]
-    assert len(table_lines) == 8
+    assert len(table_lines) == 14 + 6  # a row per run, and each API's union of its two attacks at each budget
+    assert sum("union(simba,square)" in line or "union(hopskipjump,rays)" in line for line in table_lines) == 6
 
 
 def preset_jobs(name: str) -> list[list[str]]:
@@ -122,13 +129,16 @@ def preset_jobs(name: str) -> list[list[str]]:
 
 
 PRESETS = [
-    ("hiding_vs_ratelimit", 8),
+    ("hiding_vs_ratelimit", 14),
     ("transfer_knowledge", 7),
     ("extraction_budget", 15),
     ("budget_curve", 28),
     ("output_hiding", 24),
     ("randomised_answers", 10),
     ("detection_vs_sybil", 50),
+    ("preprocessing_vs_adaptive", 11),
+    ("stacked_defenses", 20),
+    ("panel_size", 18),
 ]
 
 
@@ -153,6 +163,8 @@ def test_every_job_of_every_preset_composes_and_validates_and_its_run_names_diff
     for job, name in zip(jobs, names):  # and each says what its job changes
         for key, value in (o.split("=", 1) for o in job if o.split("=")[0] in varying):
             shown = key.rsplit(".", 1)[-1] if value.lower() in ("true", "false") else value  # a flag by its name
+            if value.startswith("["):  # a stack of defenses, by its members
+                shown = "+".join(value.strip("[]").split(","))
             assert shown in name, (key, name)
 
 

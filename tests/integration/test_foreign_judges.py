@@ -83,7 +83,7 @@ def audit(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, digits) -> dict:
     rows, _ = audit(tmp_path_factory.mktemp("reference"), "foreign-reference")
-    assert len(rows) == 8 and WHITE_BOX_ROW in rows
+    assert len(rows) == 14 and WHITE_BOX_ROW in rows
     return rows
 
 
@@ -166,7 +166,7 @@ def test_a_team_gates_its_own_model_on_its_own_images_pinned_by_the_files_sha256
                 if "sweep_id" in r.data.tags]  # fmt: skip
     finally:
         mlflow.set_tracking_uri(before)
-    assert len(runs) == 8 and {r.data.tags["judge.sha256"] for r in runs} == {sha256}
+    assert len(runs) == 14 and {r.data.tags["judge.sha256"] for r in runs} == {sha256}
     assert {r.data.tags["dataset"] for r in runs} == {"image_folder"}
     policy.write_text(policy.read_text().replace(sha256, "0" * 64))
     refused = gate(tmp_path, policy)

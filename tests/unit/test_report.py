@@ -64,10 +64,11 @@ def test_different_attacks_and_settings_are_never_pooled_as_seeds():
         record("score_based", 100, 0, [1, 0, 0, 0], attack="square", accounts="10"),
     ]
     table, gains = value_of_hiding(runs)
-    assert table[0][3:] == ["score_based simba @ 100", "score_based square @ 100"]
+    # simba and square on the same examples: their union, every example fooled (pooled as seeds, they would be 0.5)
+    assert table[0][3:] == ["score_based square @ 100", "score_based union(simba,square) @ 100"]
     assert [row[2] for row in table[1:]] == ["-", "accounts=10"]  # a setting of its own: a row of its own
-    assert table[1][3].startswith("0.000 [") and table[1][4].startswith("1.000 [")
-    assert table[2][3] == "-" and table[2][4].startswith("0.250 [")
+    assert table[1][3] == "-" and table[1][4].startswith("1.000 [")
+    assert table[2][3].startswith("0.250 [") and table[2][4] == "-"
     assert not any("seeds" in cell for row in table for cell in row)
 
 

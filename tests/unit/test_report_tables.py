@@ -202,6 +202,8 @@ def test_report_tables_keep_every_cell_whole_and_escaped(sweep, tmp_path):
     report(experiment, sweep_id, tmp_path)  # the figures too: a $\x$ in a legend would stop matplotlib
     markdown = (tmp_path / "report.md").read_text()
     assert "<" not in markdown.replace("<br>", "")  # no raw HTML at all
+    assert markdown.splitlines()[2] == "## Sanity checks"  # first: what not to trust below
+    assert "sanity check" in markdown.splitlines()[4]
     judges, value, gains, missing, behind = md_tables(markdown)
     assert judges[0] == ["judge", "pinned by", "data", "classes", "runs"]
     pinned = f"fraud|judge <v2>.pt, sha256 {'ab' * 32}"
@@ -217,7 +219,7 @@ def test_report_tables_keep_every_cell_whole_and_escaped(sweep, tmp_path):
     page = Page()
     page.feed((tmp_path / "report.html").read_text())
     assert set(page.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "tr", "th",
-                              "td", "figure", "img", "figcaption", "script"}  # fmt: skip
+                              "td", "p", "figure", "img", "figcaption", "script"}  # fmt: skip
     assert page.tags.count("script") == 1  # the page's own, which counts the figures drawn
     assert page.tables == [judges, value, gains, missing, behind]  # the same text, cell for cell
     (white_name,) = [name for name in configs if name.startswith("0 ")]
