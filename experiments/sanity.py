@@ -130,37 +130,38 @@ def loss_not_decreasing(
     x: np.ndarray,
     x_adv: np.ndarray,
     y: np.ndarray,
-    fooled: np.ndarray,
+    missed: np.ndarray,
     device: str,
     target: int | None,
-) -> Check:
-    """Pintor et al.'s non-converging attack, from the ends of the optimisation: on the examples it did not fool,
-    the attack should at least have moved the margin towards fooling them."""
-    missed = ~fooled
+    progress: float = LOSS_PROGRESS,
+) -> Check | None:
+    """Pintor et al.'s non-converging attack, from the ends of the optimisation: on the examples it did not fool
+    (`missed`: those it had every chance on), the attack should have moved the mean margin down by `progress` of it.
+    None where it fooled every example it had every chance on."""
     if not missed.any():
-        return Check("loss_not_decreasing", True, f"every one of the {len(x)} examples checked was fooled")
+        return None
     with torch.no_grad():
         start = margins(model, x[missed], y[missed], device, target)[0].detach()
         end = margins(model, x_adv[missed], y[missed], device, target)[0].detach()
     before, after = float(start.mean()), float(end.mean())
-    if before > 0 and after <= before * (1 - LOSS_PROGRESS):
-        return Check(
-            "loss_not_decreasing", True,
-            f"on the {int(missed.sum())} examples not fooled, the mean margin fell from {before:.3g} to {after:.3g}",
-        )  # fmt: skip
+    n = int(missed.sum())
+    if before > 0 and after < before * (1 - progress):
+        fell = f"on the {n} examples not fooled, the mean margin fell from {before:.3g} to {after:.3g}"
+        return Check("loss_not_decreasing", True, fell)
     return Check(
         "loss_not_decreasing",
         False,
-        f"on the {int(missed.sum())} examples the attack did not fool, the mean margin went from {before:.3g} to "
-        f"{after:.3g} (less than {LOSS_PROGRESS:.0%} lower): the attack made no progress; more iterations, a larger "
-        "step, or a different loss",
+        f"on the {n} examples the attack did not fool, the mean margin went from {before:.3g} to {after:.3g} "
+        f"({f'less than {progress:.0%} lower' if progress else 'no lower'}): the attack made no progress; more "
+        "iterations, a larger step, a different "
+        "loss, or (behind an output filter that hides the scores) a decision-based attack",
     )
 
 
 def ladder_radii(attack: Attack, input_size: int) -> list[float]:
     """Larger radii than the run's, up to the whole input range (L-inf 1, L2 the cube's diagonal)."""
     top = 1.0 if attack.norm == "inf" else math.sqrt(input_size)
-    return sorted({min(top, attack.eps * 4), top} - {attack.eps})
+    return sorted(radius for radius in {min(top, attack.eps * 4), top} if radius > attack.eps)
 
 
 def eps_ladder(attack: WhiteBoxAttack, params: dict, estimator_for, served: nn.Module, x, y, kit, device) -> Check:
@@ -211,8 +212,8 @@ def run_checks(
         checks.append(zero_gradients(model, xs, ys, device, target))
         checks.append(randomised_without_eot(served, xs, device, attack.eot_samples))
         checks.append(preprocessing_without_bpda(served, attack.bpda))
-        checks.append(loss_not_decreasing(model, xs, advs, ys, hits, device, target))
-        if attack.norm in ("inf", "2"):
+        checks.append(loss_not_decreasing(model, xs, advs, ys, ~hits, device, target))
+        if attack.norm in ("inf", "2") and ladder_radii(attack, int(np.prod(x.shape[1:]))):  # else: eps is the top
             n_classes = int(served(torch.as_tensor(xs[:1], device=device)).shape[1])
 
             def estimator_for(rung: WhiteBoxAttack):
@@ -221,8 +222,11 @@ def run_checks(
             ladder = slice(0, LADDER_SAMPLE)
             checks.append(eps_ladder(attack, params, estimator_for, served, x[ladder], y[ladder], kit, device))
     elif attack.threat_model == SCORE_BASED:
-        checks.append(loss_not_decreasing(served, xs, advs, ys, hits, device, target))
+        # only the examples that spent their whole budget: one a detector cut off, or a small budget, is not a failing
+        # attack; any fall at all passes
+        spent = result.budget_exhausted[sample]
+        checks.append(loss_not_decreasing(served, xs, advs, ys, ~hits & spent, device, target, progress=0.0))
         eot = getattr(attack, "eot_samples", None)
         if eot is not None:
             checks.append(randomised_without_eot(served, xs, device, eot))
-    return checks
+    return [check for check in checks if check is not None]

@@ -45,6 +45,12 @@ DOORS = (Architecture, DataSource, JudgeSource, Surrogate, Poison, Sanitiser)
 """The kinds of component a config builds by `_target_` inside another's keys (`target.arch`)."""
 
 NOT_HYPERPARAMETERS = ("_target_", "name")
+TOP_LEVEL = (
+    "experiment_name", "run_label", "seed", "seeds", "resume", "n_examples", "device", "cache_dir",
+    "oracle_batch_size", "threads", "benign", "data", "target", "surrogate", "access", "attack", "defense", "poison",
+    "sanitise",
+)  # fmt: skip
+"""The keys of conf/config.yaml, each read below: a key a config adds at the top level is a typo."""
 POSITIVE = Range(above=0)
 
 
@@ -149,6 +155,9 @@ class RunSettings:
             where = error.full_key or "config"
             raise ConfigError(f"{where}: cannot be resolved ({error.msg}); allowed: a plain value") from None
         top = Node(resolved)
+        unknown = sorted(set(resolved) - set(TOP_LEVEL))
+        if unknown:  # a `+key=` typo adds a key gavel would never read
+            raise ConfigError(f"{unknown[0]}: no such key; allowed keys at the top level: {', '.join(TOP_LEVEL)}")
         data = read_door(top.child("data"), DataSource)
         target = read_door(top.child("target"), JudgeSource)
         device = top.choice("device", Device)

@@ -60,9 +60,17 @@ def checked(runs: Sequence[Run]) -> int:
     return sum(1 for run in runs for key in run.tags if key.startswith(CHECK_TAG) and not key.endswith(DETAIL))
 
 
+def _goal(run: Run) -> str | None:
+    """The class a targeted attack forces; None: untargeted (an attack with no targeted mode logs no such key)."""
+    targeted = str(run.params.get("attack.targeted", "False")).lower() == "true"
+    return run.params.get("attack.target_class") if targeted else None
+
+
 def _same(run: Run) -> tuple:
-    return tuple(run.tags.get(k) for k in SAME_JUDGE_AND_EXAMPLES) + tuple(
-        run.params.get(k) for k in (*SAME_PARAMS, *sorted(k for k in run.params if k.startswith("defense.")))
+    return (
+        *(run.tags.get(k) for k in SAME_JUDGE_AND_EXAMPLES),
+        *(run.params.get(k) for k in (*SAME_PARAMS, *sorted(k for k in run.params if k.startswith("defense.")))),
+        _goal(run),
     )
 
 

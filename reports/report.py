@@ -537,12 +537,7 @@ def report(experiment: str, sweep: str | None, out: Path) -> list[Path]:
     sweeps = {r.tags.get("sweep_id") for r in records} - {None}
     if len(sweeps) == 1:
         (sweep_id,) = sweeps
-        crossed, compared = checks.black_box_beats_white_box(records)
         for parent in sweep_parents(experiment, sweep_id):
-            if compared:  # the check that needs two runs is the sweep's: its verdict on the parent run
-                mlflow.MlflowClient().set_tag(
-                    parent.info.run_id, f"{checks.CHECK_TAG}{checks.BEATS}", "warn" if crossed else "pass"
-                )
             for path in written:
                 mlflow.MlflowClient().log_artifact(parent.info.run_id, str(path), artifact_path="report")
     return written

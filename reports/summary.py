@@ -13,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gavel.experiments.tracking import NOTE, runs_page, sweep_id_for, use_experiment
+from gavel.reports import checks
 from gavel.reports.curves import plot_curves
 from gavel.reports.table import format_table, sweep_rows
 from gavel.reports.union import union_rows
@@ -26,7 +27,8 @@ class SweepSummary(Callback):
         if not rows:
             return
         unions, notes = union_rows(rows)
-        table = format_table(rows + unions) + note_lines(notes) + refused_lines(sweep_dir)
+        warned, compared, crossed = sweep_checks(config.experiment_name, sweep_id)
+        table = format_table(rows + unions) + note_lines(notes) + refused_lines(sweep_dir) + warned
         uri = mlflow.get_tracking_uri()
         where = (
             f"MLflow: {len(rows)} runs in experiment '{config.experiment_name}' (tag sweep_id={sweep_id}) at {uri}\n"
@@ -39,7 +41,21 @@ class SweepSummary(Callback):
         print(f"\n{table}\n\n{where}\n")
         summary = sweep_dir / "summary.md"
         summary.write_text(f"# {config.experiment_name}\n\n```\n{table}\n```\n\n{where}\n")
-        record_parent_run(config.experiment_name, sweep_id, rows, table, [summary, *curves])
+        parent_id = record_parent_run(config.experiment_name, sweep_id, rows, table, [summary, *curves])
+        if compared:  # the check that needs two runs is the sweep's: its verdict on the parent run
+            mlflow.MlflowClient().set_tag(parent_id, f"{checks.CHECK_TAG}{checks.BEATS}", "warn" if crossed else "pass")
+
+
+def sweep_checks(experiment: str, sweep_id: str) -> tuple[str, int, bool]:
+    """The sweep's sanity warnings, a line each under its table (each run's own, and a black box beating the white
+    box on the same examples); how many white-box against black-box pairs were compared, and whether one warned."""
+    from gavel.reports.report import collect  # it reads this module's parent-run helpers
+
+    records = collect(experiment, sweep_id)
+    crossed, compared = checks.black_box_beats_white_box(records)
+    found = checks.warnings(records) + crossed
+    lines = [f"sanity check warns: {f.run}: {f.check.replace('_', ' ')}" for f in found]
+    return ("\n\n" + "\n".join(lines) if lines else ""), compared, bool(crossed)
 
 
 def note_lines(notes: list[str]) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,18 @@ class GavelSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from gavel.experiments import tracking
         from gavel.experiments.settings import RunSettings
-        from gavel.experiments.validation import ConfigError, config_errors_exit
+        from gavel.experiments.validation import ConfigError, check_overrides, config_errors_exit
 
         settings = []
         with config_errors_exit():
             jobs = self.jobs(arguments)
             for job in jobs:
                 try:
-                    config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+                    try:
+                        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+                    except HydraException as error:  # a key this job's options lack (attack.bpda on square)
+                        check_overrides(list(job))  # says which, in one line
+                        raise ConfigError(str(error).strip().splitlines()[0]) from None
                     settings.append(RunSettings.from_config(config))
                 except ConfigError as error:
                     raise ConfigError(f"{error} (in sweep job: {' '.join(job)})") from None

@@ -68,6 +68,7 @@ BAD = [
         "access.output=label: defense=reverse_sigmoid does not apply to it; allowed: probabilities",
     ),
     (["attack=pgd", "defense=blacklight"], "defense=blacklight watches queries, but attack threat model white_box"),
+    (["+n_exampels=5"], "n_exampels: no such key; allowed keys at the top level: experiment_name"),
     # stacks of defenses
     (["defense=[jpeg,nope]"], "defense=[jpeg,nope]: unknown defense nope; allowed in a list: bit_depth, blacklight"),
     (["defense=[jpeg,jpeg]"], "defense=[jpeg,jpeg]: jpeg listed twice; allowed: each defense once"),
@@ -192,3 +193,15 @@ def test_a_refused_run_never_deletes_a_folder_it_did_not_make(tmp_path):
     )
     assert done.returncode == 2
     assert (mine / "precious.txt").read_text() == "keep"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attacks", ["pgd,square", "square,pgd"])
+def test_a_key_only_some_swept_options_have_is_refused_in_one_line_whichever_comes_first(tmp_path, attacks):
+    """`attack.bpda` exists on pgd, not on square: refused before any job runs, whatever the sweep's order."""
+    done = gavel_in_own_folder(tmp_path, "--multirun", f"attack={attacks}", "attack.bpda=true", "n_examples=4")
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gavel: attack.bpda:"), lines
+    assert "reads no gradients" in lines[0] or "not a key of attack=" in lines[0]
+    assert not (tmp_path / "mlflow.db").exists()

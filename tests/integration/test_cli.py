@@ -118,6 +118,13 @@ def test_headline_preset_attacks_the_same_examples_under_every_threat_model(tmp_
     table_lines = [line for line in done.stdout.splitlines() if line.startswith(threat_models)]
     assert len(table_lines) == 14 + 6  # a row per run, and each API's union of its two attacks at each budget
     assert sum("union(simba,square)" in line or "union(hopskipjump,rays)" in line for line in table_lines) == 6
+    # every run's own sanity checks, and the sweep's (the white box against each black box on the same examples)
+    white = next(r for r in found if r.data.tags["threat_model"] == "white_box")
+    assert {"zero_gradients", "preprocessing_without_bpda", "randomised_without_eot"} <= {
+        key.removeprefix("gavel.check.") for key, value in white.data.tags.items() if value in ("pass", "warn")
+    }
+    (parent,) = [r for r in runs("hiding_vs_ratelimit", sweep_parent=True) if "sweep_parent_of" in r.data.tags]
+    assert parent.data.tags["gavel.check.black_box_beats_white_box"] in ("pass", "warn")
 
 
 def preset_jobs(name: str) -> list[list[str]]:

@@ -77,7 +77,9 @@ def sweep(isolated_stores):
     list), two logged as the runner logs them."""
     experiment, sweep_id = f"escaping-{uuid.uuid4().hex[:8]}", f"sweep-{uuid.uuid4().hex[:8]}"
     white_overrides = ["attack=pgd", "access=open", f"run_label='{WHITE_LABEL}'", NOTE]
-    settings = tiny_settings("pgd", f"experiment_name={experiment}", *white_overrides[2:])
+    settings = tiny_settings(
+        "pgd", f"experiment_name={experiment}", white_overrides[2]
+    )  # NOTE is no key gavel reads: recorded, not composed
     with tracking.mlflow_run(settings, sweep_id, overrides=white_overrides):
         log_results([1, 1, 0, 0], grid=True)
     white_name = tracking.run_name(settings)
