@@ -49,21 +49,22 @@ class Check:
         return PASS if self.passed else WARN
 
 
-def margins(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str, target: int | None = None) -> torch.Tensor:
+def margins(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: str, target: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The attacker's loss as a margin, lower is closer to fooling: the true class's logit less the best other
-    class's (targeted: the best non-target class's less the target's). Differentiable in `x` (a leaf tensor)."""
+    class's (targeted: the best non-target class's less the target's); and the inputs, a leaf tensor it is
+    differentiable in."""
     inputs = torch.as_tensor(x, device=device).requires_grad_(True)
     logits = model(inputs).float()
-    labels = torch.as_tensor(y, device=device, dtype=torch.long)
-    if target is not None:
-        goal = logits[:, target]
-        others = logits.clone()
-        others[:, target] = -math.inf
-        return others.max(dim=1).values - goal, inputs
-    true = logits.gather(1, labels[:, None])[:, 0]
-    others = logits.clone()
-    others.scatter_(1, labels[:, None], -math.inf)
-    return true - others.max(dim=1).values, inputs
+    goal = (
+        torch.as_tensor(y, device=device, dtype=torch.long)
+        if target is None
+        else torch.full((len(x),), target, device=device, dtype=torch.long)
+    )
+    chosen = logits.gather(1, goal[:, None])[:, 0]
+    best_other = logits.scatter(1, goal[:, None], -math.inf).max(dim=1).values
+    return (chosen - best_other if target is None else best_other - chosen), inputs
 
 
 def zero_gradients(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str, target: int | None) -> Check:
@@ -164,10 +165,12 @@ def ladder_radii(attack: Attack, input_size: int) -> list[float]:
     return sorted(radius for radius in {min(top, attack.eps * 4), top} if radius > attack.eps)
 
 
-def eps_ladder(attack: WhiteBoxAttack, params: dict, estimator_for, served: nn.Module, x, y, kit, device) -> Check:
+def eps_ladder(
+    attack: WhiteBoxAttack, params: dict, radii: list[float], estimator_for, served: nn.Module, x, y, kit, device
+) -> Check:
     """Carlini et al.: an attack whose success does not approach 1 as eps grows to the whole input range is
-    failing, not measuring robustness. The same attack (its step scaled with eps) on a few examples."""
-    radii = ladder_radii(attack, int(np.prod(x.shape[1:])))
+    failing, not measuring robustness. The same attack (its step scaled with eps) on a few examples, at each of
+    `radii` (`ladder_radii`)."""
     rates = []
     for eps in radii:
         scaled = dict(params, eps=eps)
@@ -177,8 +180,7 @@ def eps_ladder(attack: WhiteBoxAttack, params: dict, estimator_for, served: nn.M
         x_adv = rung.craft(estimator_for(rung), x, y, kit)
         with torch.no_grad():
             verdicts = served(torch.as_tensor(x_adv, device=device)).argmax(dim=1).cpu().numpy()
-        fooled = verdicts == attack.target_class if attack.targeted else verdicts != y
-        rates.append(float(fooled.mean()))
+        rates.append(float(attack.goal.fooled(verdicts, y).mean()))
     shown = ", ".join(f"{rate:.2f} at eps {eps:g}" for eps, rate in zip(radii, rates))
     if rates[-1] >= LADDER_TOP_SUCCESS:
         return Check("eps_ladder", True, f"on {len(x)} examples: {shown}")
@@ -213,14 +215,15 @@ def run_checks(
         checks.append(randomised_without_eot(served, xs, device, attack.eot_samples))
         checks.append(preprocessing_without_bpda(served, attack.bpda))
         checks.append(loss_not_decreasing(model, xs, advs, ys, ~hits, device, target))
-        if attack.norm in ("inf", "2") and ladder_radii(attack, int(np.prod(x.shape[1:]))):  # else: eps is the top
+        radii = ladder_radii(attack, int(np.prod(x.shape[1:]))) if attack.norm in ("inf", "2") else []
+        if radii:  # none: a patch (no norm), or eps already the whole range
             n_classes = int(served(torch.as_tensor(xs[:1], device=device)).shape[1])
 
             def estimator_for(rung: WhiteBoxAttack):
                 return pytorch_estimator(rung.attacked_model(served), x.shape[1:], n_classes, device)
 
             ladder = slice(0, LADDER_SAMPLE)
-            checks.append(eps_ladder(attack, params, estimator_for, served, x[ladder], y[ladder], kit, device))
+            checks.append(eps_ladder(attack, params, radii, estimator_for, served, x[ladder], y[ladder], kit, device))
     elif attack.threat_model == SCORE_BASED:
         # only the examples that spent their whole budget: one a detector cut off, or a small budget, is not a failing
         # attack; any fall at all passes

@@ -113,7 +113,7 @@ def check_overrides(args: list[str]) -> None:
             if parent == "attack" and leaf in ADAPTIVE_WHITE_BOX:
                 raise ConfigError(
                     f"{key}: attack={node.get('name')} reads no gradients of the served model, so it has none to "
-                    f"approximate or average; allowed: {key} on a white-box attack ({', '.join(_white_box_options())})"
+                    f"approximate or average; allowed: {key} on a white-box attack ({', '.join(white_box_options())})"
                 )
             where = f" under {parent}" if parent else " at the top level"
             allowed = ", ".join(node.keys()) if isinstance(node, DictConfig) else "none"
@@ -143,7 +143,7 @@ ADAPTIVE_WHITE_BOX = ("bpda", "eot_samples")
 """A white-box attack's adaptive keys (BPDA, EOT on the served model's gradients)."""
 
 
-def _white_box_options() -> list[str]:
+def white_box_options() -> list[str]:
     """The attack options that differentiate the served model (they have `bpda`)."""
     return [name for name in group_options("attack") if "bpda:" in (CONF_DIR / "attack" / f"{name}.yaml").read_text()]
 

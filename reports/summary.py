@@ -16,7 +16,7 @@ from gavel.experiments.tracking import NOTE, runs_page, sweep_id_for, use_experi
 from gavel.reports import checks
 from gavel.reports.curves import plot_curves
 from gavel.reports.table import format_table, sweep_rows
-from gavel.reports.union import union_rows
+from gavel.reports.union import load_per_example, union_rows
 
 
 class SweepSummary(Callback):
@@ -26,8 +26,10 @@ class SweepSummary(Callback):
         rows = sweep_rows(config.experiment_name, sweep_id)
         if not rows:
             return
-        unions, notes = union_rows(rows)
-        warned, compared, crossed = sweep_checks(config.experiment_name, sweep_id)
+        records = collect_runs(config.experiment_name, sweep_id)  # each run's per-example table read once, for both
+        loaded = {r.run_id: r.per_example for r in records if r.per_example is not None}
+        unions, notes = union_rows(rows, lambda run_id: loaded.get(run_id) or load_per_example(run_id))
+        warned, compared, crossed = sweep_checks(records)
         table = format_table(rows + unions) + note_lines(notes) + refused_lines(sweep_dir) + warned
         uri = mlflow.get_tracking_uri()
         where = (
@@ -46,12 +48,16 @@ class SweepSummary(Callback):
             mlflow.MlflowClient().set_tag(parent_id, f"{checks.CHECK_TAG}{checks.BEATS}", "warn" if crossed else "pass")
 
 
-def sweep_checks(experiment: str, sweep_id: str) -> tuple[str, int, bool]:
-    """The sweep's sanity warnings, a line each under its table (each run's own, and a black box beating the white
-    box on the same examples); how many white-box against black-box pairs were compared, and whether one warned."""
+def collect_runs(experiment: str, sweep_id: str) -> list:
+    """The sweep's runs as the report reads them (`reports.report.collect`)."""
     from gavel.reports.report import collect  # it reads this module's parent-run helpers
 
-    records = collect(experiment, sweep_id)
+    return collect(experiment, sweep_id)
+
+
+def sweep_checks(records: list) -> tuple[str, int, bool]:
+    """The sweep's sanity warnings, a line each under its table (each run's own, and a black box beating the white
+    box on the same examples); how many white-box against black-box pairs were compared, and whether one warned."""
     crossed, compared = checks.black_box_beats_white_box(records)
     found = checks.warnings(records) + crossed
     lines = [f"sanity check warns: {f.run}: {f.check.replace('_', ' ')}" for f in found]

@@ -19,8 +19,9 @@ from gavel.attacks.white_box.pgd import PGD
 from gavel.defenses.preprocessing.bit_depth import Squeeze
 from gavel.defenses.randomised.input_noise import NoisyInput
 from gavel.experiments import sanity
-from gavel.experiments.config import CONF_DIR, compose_config, group_options
+from gavel.experiments.config import compose_config
 from gavel.experiments.settings import RunSettings
+from gavel.experiments.validation import white_box_options
 from gavel.reports import checks
 from gavel.targets.access.preprocessing import Preprocessed
 
@@ -174,9 +175,7 @@ def test_only_white_box_and_score_based_runs_are_checked_for_their_loss(threat_m
     assert found == []
 
 
-WHITE_BOX_OPTIONS = [
-    name for name in group_options("attack") if "bpda:" in (CONF_DIR / "attack" / f"{name}.yaml").read_text()
-]
+WHITE_BOX_OPTIONS = white_box_options()
 
 
 @pytest.mark.parametrize("option", WHITE_BOX_OPTIONS)
