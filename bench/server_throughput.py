@@ -1,5 +1,5 @@
-"""The shared tracking server (`gavel server`: PostgreSQL store, served artifacts) under concurrent writers: runs per
-minute it accepts, each logged as a gavel job logs one (tags, params, metrics, a curve, a config, a per-example
+"""The shared tracking server (`gavel tracking-server`: PostgreSQL store, served artifacts) under concurrent writers:
+runs per minute it accepts, each logged as a gavel job logs one (tags, params, metrics, a curve, a config, a per-example
 table and a figure), and whether every run arrived once, FINISHED, with its metrics and artifacts. Printed, never
 asserted. Starts its own PostgreSQL and server on free ports in a temporary folder, and stops them.
     python bench/server_throughput.py [--writers 8] [--runs 25] [--workers 4] [--smoke]

@@ -8,7 +8,12 @@ gavel gate --policy FILE [--out DIR] [--run [OVERRIDES...]]
 gavel report --experiment NAME [--sweep ID] [--out DIR]
                                         a sweep's runs as one HTML file plus Markdown (intervals, curves,
                                         Kaplan-Meier, provenance), logged to the sweep's parent run
-gavel server [--dir D] [--host H] [--port P] [--pg-port Q] [MLFLOW SERVER OPTIONS...]
+gavel serve [OVERRIDES...]              the judge a run would build (target=, defense=, access.output=, ...) behind
+                                        HTTP (Open Inference Protocol v2, MLflow's /invocations) with API keys,
+                                        quotas, bans and signed inputs (serve.port=8081 ...; docs/serving.md)
+gavel keys add|add-device|list|usage|revoke|unban ...
+                                        the service's API keys, devices and ledger (gavel keys --help)
+gavel tracking-server [--dir D] [--host H] [--port P] [--pg-port Q] [MLFLOW SERVER OPTIONS...]
                                         a shared MLflow tracking server: PostgreSQL in D/pgdata, artifacts served
                                         from D/artifacts; jobs anywhere log to it with MLFLOW_TRACKING_URI
 gavel options                           list the options of every config group
@@ -26,6 +31,7 @@ from gavel.experiments.config import GROUPS, group_options
 from gavel.experiments.validation import check_overrides, config_errors_exit
 
 USAGE = __doc__.strip()
+COMMANDS = ("run", "report", "gate", "serve", "keys", "tracking-server", "options")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,11 +48,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(gate_command(rest))
     if command == "report":
         sys.exit(report_command(rest))
-    if command == "server":
+    if command == "tracking-server":
         sys.exit(server_command(rest))
+    if command == "server":  # renamed: one letter from `gavel serve`, which serves a judge rather than runs
+        print("gavel: `gavel server` is now `gavel tracking-server` (the MLflow tracking server; `gavel serve` "
+              "serves a judge)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    if command == "serve":
+        from gavel.experiments.serve.command import serve_command
+
+        sys.exit(serve_command(rest))
+    if command == "keys":
+        from gavel.experiments.serve.keys_command import keys_command
+
+        sys.exit(keys_command(rest))
     if command != "run":
         print(
-            f"gavel: unknown command {command!r}; allowed: run, report, gate, server, options\n{USAGE}", file=sys.stderr
+            f"gavel: unknown command {command!r}; allowed: {', '.join(COMMANDS)}\n{USAGE}",
+            file=sys.stderr,
         )
         sys.exit(2)
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's progress at INFO
@@ -123,7 +142,7 @@ def server_command(args: list[str]) -> int:
     from gavel.experiments.server import ServerError, serve
 
     parser = argparse.ArgumentParser(
-        prog="gavel server",
+        prog="gavel tracking-server",
         description="a shared MLflow tracking server on PostgreSQL (see experiments/server.py); options it does not "
         "know go to `mlflow server` (e.g. --workers 8, --allowed-hosts mlflow.example.org)",
     )

@@ -141,6 +141,8 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
             f"data.attacker=None: attack={settings.attack.name} needs the attacker's own data; "
             "allowed: a path with the attacker's examples, or an attack that needs none (score- or decision-based)"
         )
+    if prepared.judge is not None and prepared.judge.service is not None:
+        check_remote(settings, prepared.judge)
     if prepared.judge is not None:
         try:
             settings.defense_instance.check_judge(prepared.judge.model)
@@ -151,6 +153,28 @@ def check_prepared(settings: RunSettings, prepared: Prepared) -> None:
             f"data.operator=None: defense={settings.defense.name} calibrates on the operator's own data; "
             "allowed: a path with the operator's held-out examples (or data.judge_train)"
         )
+
+
+def check_remote(settings: RunSettings, judge: ProvidedJudge) -> None:
+    """A judge served elsewhere: its operator deploys the defense and trained it; the attacker holds one key per
+    account and asks for what the service shows."""
+    source = settings.target_instance
+    if settings.defense.name != "none":
+        raise ConfigError(
+            f"defense={settings.defense.name}: target=remote is defended where it is served "
+            f"(gavel serve defense={settings.defense.name}); allowed here: defense=none"
+        )
+    for key, node in (("poison", settings.poison), ("sanitise", settings.sanitise)):
+        if node.name != "none":
+            raise ConfigError(f"{key}={node.name}: target=remote was trained elsewhere; allowed: {key}=none")
+    if settings.access.accounts > source.accounts:
+        raise ConfigError(
+            f"access.accounts={settings.access.accounts}: target.api_key_env names {source.accounts} key(s); "
+            f"allowed: at most {source.accounts} (one key per account)"
+        )
+    why = source.check_output(settings.access.output)
+    if why is not None:
+        raise Unavailable(f"access.output={settings.access.output.value}: {why}")
 
 
 def run(settings: RunSettings, prepared: Prepared, sweep_id: str | None = None, overrides: list[str] = ()) -> dict:
@@ -166,8 +190,15 @@ def run(settings: RunSettings, prepared: Prepared, sweep_id: str | None = None, 
         result = run_attack(settings, provisioned, selection, attack, client)
         audit_ledger(provisioned.oracle, result)
         evaluation = evaluate_result(provisioned, selection, attack, result)
-        tracking.log_checks(check_run(settings, provisioned, selection, attack, result, evaluation, client))
-        operator = measure_operator(settings, provisioned, selection, result)
+        service = getattr(prepared.judge, "service", None)
+        if service is None:  # a remote judge's margins and defense are its operator's: only its answers reach here
+            tracking.log_checks(check_run(settings, provisioned, selection, attack, result, evaluation, client))
+            operator = measure_operator(settings, provisioned, selection, result)
+        else:
+            remote = {"evaluator_queries": float(service.evaluator.rows_asked)}
+            if provisioned.oracle.detections or provisioned.oracle.banned:  # the service's detector, seen from here
+                remote.update(operator_metrics.detection_metrics(provisioned.oracle, result))
+            operator = OperatorReport(remote, {})
         evaluation.metrics.update(operator.metrics)
         evaluation.metrics.update(poisoning_metrics(settings, provisioned, selection, evaluation.metrics))
         record(evaluation, selection, result, operator.figures, data.class_names)
@@ -212,6 +243,11 @@ def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
         settings.cache_dir,
     )  # fmt: skip
     shield = settings.defense_instance.deploy(judge_model, operator)
+    remote = {}
+    if judge.service is not None:  # the attacker's Oracle keeps the budgets; the service answers, on the wall clock
+        service = judge.service
+        remote = dict(responder=service.responder(settings.access.accounts), evaluator=service.evaluator)
+        remote["clock"] = service.clock
     oracle = Oracle(
         judge_model,
         settings.access,
@@ -220,6 +256,7 @@ def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
         batch_size=settings.oracle_batch_size,
         device=device,
         shield=shield,
+        **remote,
     )
     return Provisioned(data, judge_model, shield, oracle, device, training_metrics)
 

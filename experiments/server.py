@@ -1,5 +1,5 @@
-"""`gavel server`: one MLflow tracking server that jobs on many machines log to, its runs in PostgreSQL and its
-artifacts served by the server itself (jobs need no shared disk, only `MLFLOW_TRACKING_URI`).
+"""`gavel tracking-server`: one MLflow tracking server that jobs on many machines log to, its runs in PostgreSQL and
+its artifacts served by the server itself (jobs need no shared disk, only `MLFLOW_TRACKING_URI`).
 
 PostgreSQL is Debian's (`apt-get install postgresql`), run as a private cluster in `<dir>/pgdata` that listens on
 127.0.0.1 only, with no Unix socket: nothing but the MLflow server talks to it. Its one role, `mlflow`, logs in
@@ -100,7 +100,7 @@ def _initialise(directory: Path, pgdata: Path, bin_dir: Path) -> None:
     finally:
         pwfile.unlink()
     with open(pgdata / "postgresql.conf", "a") as conf:  # TCP on the loopback only; no socket in /var/run
-        conf.write("\n# gavel server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n")
+        conf.write("\n# gavel tracking-server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n")
     pgpass = directory / "pgpass"
     pgpass.write_text(f"127.0.0.1:*:*:{ROLE}:{password}\n")
     pgpass.chmod(0o600)
@@ -256,8 +256,8 @@ def serve(directory: Path, host: str, port: int, pg_port: int, extra: list[str])
         try:
             wait_until_up(f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", process, timeout=600)
             print(
-                f"gavel server: MLflow at http://{reachable}:{port}, its store in {Path(directory).absolute()} "
-                f"(PostgreSQL on 127.0.0.1:{pg_port}); point jobs at it with:\n"
+                f"gavel tracking-server: MLflow at http://{reachable}:{port}, its store in "
+                f"{Path(directory).absolute()} (PostgreSQL on 127.0.0.1:{pg_port}); point jobs at it with:\n"
                 f"  export MLFLOW_TRACKING_URI=http://{reachable}:{port}",
                 flush=True,
             )

@@ -48,9 +48,12 @@ NOT_HYPERPARAMETERS = ("_target_", "name")
 TOP_LEVEL = (
     "experiment_name", "run_label", "seed", "seeds", "resume", "n_examples", "device", "cache_dir",
     "oracle_batch_size", "threads", "benign", "data", "target", "surrogate", "access", "attack", "defense", "poison",
-    "sanitise",
+    "sanitise", "serve",
 )  # fmt: skip
 """The keys of conf/config.yaml, each read below: a key a config adds at the top level is a typo."""
+SERVICE_ONLY = ("serve",)
+"""Read by `gavel serve` alone (`experiments/serve/settings.py`): a run's result does not depend on them, so they stay
+out of its resolved config (its params and `config_digest`)."""
 POSITIVE = Range(above=0)
 
 
@@ -149,7 +152,7 @@ class RunSettings:
     def from_config(cls, cfg: DictConfig) -> RunSettings:
         """Read and check a composed config; raises `ConfigError` for the first value gavel cannot run with."""
         try:
-            ours = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            ours = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra" and key not in SERVICE_ONLY])
             resolved = OmegaConf.to_container(ours, resolve=True)
         except OmegaConfBaseException as error:
             where = error.full_key or "config"

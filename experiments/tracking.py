@@ -61,7 +61,7 @@ def quick_store_calls():
 def store_failure(uri: str, what: str) -> TrackingStoreError:
     return TrackingStoreError(
         f"MLFLOW_TRACKING_URI={uri}: {what}; allowed: a running MLflow server (http://HOST:PORT, see "
-        "`gavel server`) or a store this job can write (sqlite:///PATH, a folder)"
+        "`gavel tracking-server`) or a store this job can write (sqlite:///PATH, a folder)"
     )
 
 

@@ -2,6 +2,7 @@
 client. A black-box attacker holds a client, never the Oracle."""
 
 from gavel.targets.access.client import AttackerClient
+from gavel.targets.access.clock import Clock, SimulatedClock, WallClock
 from gavel.targets.access.errors import (
     AccessDenied,
     AccountBanned,
@@ -13,6 +14,7 @@ from gavel.targets.access.errors import (
 )
 from gavel.targets.access.oracle import Answers, Detection, LedgerEntry, Oracle
 from gavel.targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from gavel.targets.access.protocol import OperatorView, QueryAPI
 from gavel.targets.access.shield import Detector, OutputFilter, Shield
 from gavel.targets.access.threat_model import (
     DECISION_BASED,
@@ -33,7 +35,12 @@ __all__ = [
     "AccountBanned",
     "AccountLimitReached",
     "Answers",
+    "Clock",
     "Detection",
+    "OperatorView",
+    "QueryAPI",
+    "SimulatedClock",
+    "WallClock",
     "Detector",
     "OutputFilter",
     "QueryRejected",

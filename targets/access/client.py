@@ -10,8 +10,9 @@ after it. How a Sybil attacker uses its accounts is `access.sybil`:
   that watches each account alone). The rows of one call that fall to different accounts are sent as one call
   per account.
 
-The client is the only handle a black-box attack holds: it reaches the Oracle through `query` and the read-only
-facts below.
+The client is the only handle a black-box attack holds: it reaches the API through `query` and the read-only
+facts below, and sees it only as a `QueryAPI` (`targets.access.protocol`): the Oracle in this process, or a judge
+deployed elsewhere (`target=remote`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from gavel.targets.access.errors import (
     BudgetExhausted,
     QueryRejected,
 )
-from gavel.targets.access.oracle import Answers, Oracle
+from gavel.targets.access.oracle import Answers
 from gavel.targets.access.policy import SHARED, AccessPolicy, Output
+from gavel.targets.access.protocol import QueryAPI
 
 
 class AttackerClient:
-    def __init__(self, oracle: Oracle) -> None:
+    def __init__(self, oracle: QueryAPI) -> None:
         self._oracle = oracle
         self.account = 0
         """The account asked with last (with `rotate`, the one in use; every earlier one is spent)."""

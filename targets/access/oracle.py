@@ -12,31 +12,33 @@ evaluates a row past either:
 It accepts only the example keys the attack planned (`plan`), and only finite inputs in [0, 1] of the judge's
 shape.
 
-The operator's shield (`targets.access.shield.Shield`) sits inside: the model it evaluates (the judge, or the
-judge wrapped by a defense), a filter on every answer, and a stateful detector. Rows within the limits are shown
-to the detector in order. A row it flags is rejected: charged to its example and the account's quota, as the
-query was made, but never evaluated. With `on_detection="ban"` (the default) the first flagged row also bans its
-account: the account's later rows are refused, counted in the ledger, never charged, never evaluated. With
-`"reject"` every row is screened, each flagged row is rejected alone, and the account goes on. A detector whose
-features are the model's own activations before its last layer (`Detector.shared_forward`: a kNN over the judge's
-penultimate layer) gets them from the Oracle, which runs that part of the model once per screened row and answers
-from them through the last layer: the model is still evaluated once per answered row, and never on another.
+Rows within the limits go to a responder (`targets.access.responder`): in this process, the operator's shield
+(`targets.access.shield.Shield`: the model it evaluates, a filter on every answer, and a stateful detector); for a
+judge deployed elsewhere, its HTTP API (`targets.access.remote`). A row the detector flags is rejected: charged to
+its example and the account's quota, as the query was made, but never evaluated. With `on_detection="ban"` (the
+default) the first flagged row also bans its account: the account's later rows are refused, counted in the
+ledger, never charged, never evaluated. With `"reject"` every row is screened, each flagged row is rejected
+alone, and the account goes on. A remote service's own quota or rate refusal reads as the account's limit.
 
-Time is simulated: at `access.rate` queries per minute an account's queries are spaced 60/rate seconds apart,
-one after another; the ledger records when each call started and ended. The Oracle speaks numpy in and numpy
-out, so it can later sit behind an HTTP API unchanged.
+Two views: the attacker's (`targets.access.protocol.QueryAPI`: plan, query, allowance, what was charged) and the
+operator's (`targets.access.protocol.OperatorView`: verdicts, the ledger, detections, bans). Time comes from a
+`Clock` (`targets.access.clock`): simulated by default, where at `access.rate` queries per minute an account's
+queries are spaced 60/rate seconds apart, one after another; or the wall clock. The ledger records when each call
+started and ended. One call at a time (a lock): counts, quota windows and the detector's history are exact under
+concurrent callers.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
+from gavel.targets.access.clock import Clock, SimulatedClock
 from gavel.targets.access.errors import (
     AccessDenied,
     AccountBanned,
@@ -45,6 +47,7 @@ from gavel.targets.access.errors import (
     QueryRejected,
 )
 from gavel.targets.access.policy import SHARED, AccessPolicy, Output, Weights
+from gavel.targets.access.responder import Evaluator, Responder, ShieldResponder, blank
 from gavel.targets.access.shield import Shield
 
 
@@ -105,24 +108,10 @@ class Detection:
     time: float
 
 
-def _served(judge: nn.Module) -> nn.Module:
-    """The judge as the Oracle serves it: a network with 2-d convolutions is put, in place, in channels-last memory
-    format. Same function (logits agree to about 1e-6, the float rounding of another summation order), about twice
-    the rows per second on a CPU for the digits CNN (bench/query_engine.py). A judge of the user's own chose its
-    layout when it was loaded (`targets.judges.foreign`: only where its function stays the same) and is served as it
-    is."""
-    modules = list(judge.modules())
-    if any(getattr(module, "layout_chosen", False) for module in modules):
-        return judge
-    if any(isinstance(module, nn.Conv2d) for module in modules):
-        judge.to(memory_format=torch.channels_last)
-    return judge
-
-
 class Oracle:
     def __init__(
         self,
-        judge: nn.Module,
+        judge: nn.Module | None,
         policy: AccessPolicy,
         *,
         input_shape: tuple[int, ...],
@@ -130,37 +119,49 @@ class Oracle:
         batch_size: int = 256,
         device: str = "cpu",
         shield: Shield | None = None,
+        clock: Clock | None = None,
+        responder: Responder | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
-        shield = shield or Shield(judge)
-        if shield.output_filter is not None and policy.output == Output.LOGITS:
-            raise ValueError(
-                "access.output=logits: an output filter acts on probabilities; allowed: probabilities, label"
-            )
-        self._judge = judge
-        self._model = _served(shield.model)
-        self._output_filter = shield.output_filter
-        self._detector = shield.detector
-        self._shared = None if shield.detector is None else shield.detector.shared_forward(self._model)
-        self._bans = shield.on_detection == "ban"
-        self.banned: set[int] = set()
+        """The judge behind `shield` (the judge alone without one), answered here; or, with `responder`, whatever
+        answers it (a remote judge: `judge` is None), and `evaluator` the operator's own re-check of verdicts."""
+        if responder is None:
+            shield = shield or Shield(judge)
+            if shield.output_filter is not None and policy.output == Output.LOGITS:
+                raise ValueError(
+                    "access.output=logits: an output filter acts on probabilities; allowed: probabilities, label"
+                )
+            responder = ShieldResponder(shield, n_classes=n_classes, batch_size=batch_size, device=device)
+        self._responder = responder
+        self._evaluator = evaluator or responder
         self.detections: list[Detection] = []
-        self.screened_scores: list[np.ndarray] = []
-        """The detector's score of every row it screened, call by call (for its ROC against benign traffic)."""
         self._calls = 0
         self.policy = policy
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
-        self._batch_size = batch_size
         self.device = device
+        self._clock = clock or SimulatedClock()
         self._used: Counter = Counter()
         self._exhausted: set = set()
         self._planned: int | None = None
         self._keys: frozenset = frozenset()
         self._window_start: dict[int, float] = {}
         self._window_used: Counter = Counter()
-        self.clock = 0.0
         self.ledger: list[LedgerEntry] = []
         self._ledger_of: dict[Hashable, list[LedgerEntry]] = {}  # the same entries, by example
+        self.screened_scores: list[np.ndarray] = []
+        """The detector's score of every row it screened, call by call (for its ROC against benign traffic)."""
+        self._lock = threading.RLock()  # one call at a time: counts, windows and the detector's history stay exact
+
+    @property
+    def clock(self) -> float:
+        """Seconds on the Oracle's clock (simulated unless it was given a wall clock)."""
+        return self._clock.now()
+
+    @property
+    def banned(self) -> set[int]:
+        """Accounts the operator banned (its detector flagged one of their queries)."""
+        return getattr(self._responder, "banned", set())
 
     def plan(self, n_examples: int) -> None:
         """Declare how many examples the attack will attack: their keys are 0 .. n_examples - 1 (and `SHARED`
@@ -212,16 +213,13 @@ class Oracle:
                 raise ValueError(f"example key {example!r} was not planned: the Oracle answers only planned examples")
         if SHARED in order and len(order) > 1:
             raise ValueError("shared queries travel alone: their allowance depends on every example's")
+        with self._lock:
+            return self._query_rows(x, examples, order, account)
+
+    def _query_rows(self, x: np.ndarray, examples: list[Hashable], order: list[Hashable], account: int) -> Answers:
         self._roll_window(account)
         self._calls += 1
         n = len(x)
-        if account in self.banned:  # refused unseen, uncharged: the account no longer exists for the operator
-            banned = np.ones(n, dtype=bool)
-            for example in order:
-                self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
-            return Answers(
-                self._blank(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), banned=banned, account_banned=True
-            )
         # Each row's rank among its own example's rows, in row order, against that example's allowance.
         index = {example: k for k, example in enumerate(order)}
         codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=n)
@@ -233,11 +231,24 @@ class Oracle:
         within_budget = rank < allowance[codes]
         quota = self.policy.account_allowance(self._window_used[account])
         admitted = within_budget & (np.cumsum(within_budget) <= quota)
-        rejected, banned, features = self._screen(x, admitted, account)
-        answered = admitted & ~rejected & ~banned
+        rows = np.flatnonzero(admitted)
         values = self._blank(n)
-        if answered.any():  # from the screened rows' features, when the detector shares the forward pass
-            values[answered] = self._answer(x[answered], None if features is None else features[answered[admitted]])
+        answered, rejected, banned = (np.zeros(n, dtype=bool) for _ in range(3))
+        if account in self.banned:  # refused unseen, uncharged: the account no longer exists for the operator
+            for example in order:
+                self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
+            none = np.zeros(n, dtype=bool)
+            return Answers(values, none, none, banned=~none, account_banned=True)
+        account_banned = False
+        if len(rows):
+            reply = self._responder.respond(x[rows], account, self.policy.output)
+            values[rows[reply.answered]] = reply.values[reply.answered]
+            answered[rows[reply.answered]] = True
+            rejected[rows[reply.rejected]] = True
+            banned[rows[reply.banned]] = True
+            account_banned = reply.account_banned
+            if reply.scores is not None:
+                self.screened_scores.append(reply.scores)
         count = lambda mask: np.bincount(codes[mask], minlength=len(order))  # noqa: E731
         evaluated, refused, banned_rows = count(answered), count(rejected), count(banned)
         used_before = {example: self._used[example] for example in order}
@@ -254,39 +265,12 @@ class Oracle:
                 mine = codes[: row + 1] == codes[row]
                 query = used_before[examples[row]] + int((charged[: row + 1] & mine).sum())
                 self.detections.append(Detection(account, examples[row], query, self._calls, self.clock))
-            if self._bans:
-                self.banned.add(account)
         return Answers(
-            values, answered, ~within_budget, rejected=rejected, banned=banned, account_banned=account in self.banned
+            values, answered, ~within_budget, rejected=rejected, banned=banned, account_banned=account_banned
         )
 
-    def _screen(self, x: np.ndarray, admitted: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray, Any]:
-        """The detector's look at the admitted rows, in order, as masks: (rejected, refused by the ban). With bans,
-        the first flagged row and the rows after it; otherwise every flagged row, and none refused. Third: the
-        admitted rows' features when the detector shares the model's forward pass (`Detector.shared_forward`),
-        else None."""
-        rejected = np.zeros(len(x), dtype=bool)
-        banned = np.zeros(len(x), dtype=bool)
-        if self._detector is None or not admitted.any():
-            return rejected, banned, None
-        rows = np.flatnonzero(admitted)
-        features = None if self._shared is None else self._shared.trunk(x[rows])
-        if not self._bans:
-            flags, scores = self._detector.screen_every(x[rows], account, features=features)
-            self.screened_scores.append(scores)
-            rejected[rows[flags]] = True
-            return rejected, banned, features
-        flagged, scores = self._detector.screen(x[rows], account, features=features)
-        self.screened_scores.append(scores)
-        if flagged is not None:
-            rejected[rows[flagged]] = True
-            banned[rows[flagged + 1 :]] = True
-        return rejected, banned, features
-
     def _blank(self, n: int) -> np.ndarray:
-        if self.policy.output == Output.LABEL:
-            return np.zeros((n,), dtype=np.int64)
-        return np.zeros((n, self.n_classes), dtype=np.float32)
+        return blank(self.policy.output, n, self.n_classes)
 
     def queries(self, example: Hashable) -> int:
         return self._used[example]
@@ -306,8 +290,8 @@ class Oracle:
         return sum(entry.evaluated for entry in self.ledger)
 
     def rows(self, example: Hashable) -> list[tuple[int, float, float]]:
-        """(account, start, end) in simulated seconds for each row charged to `example` (evaluated, or rejected
-        by the detector: a call's rejected row is the last its account was heard on), in order."""
+        """(account, start, end) in seconds on the Oracle's clock for each row charged to `example` (evaluated, or
+        rejected by the detector: a call's rejected row is the last its account was heard on), in order."""
         out = []
         for entry in self._ledger_of.get(example, ()):
             charged = entry.evaluated + entry.rejected
@@ -329,7 +313,10 @@ class Oracle:
                 "access.weights=hidden: the judge's weights and gradients are not available; "
                 "use a black-box attack (transfer, score-based or decision-based) or access.weights=open"
             )
-        return self._model
+        model = getattr(self._responder, "model", None)
+        if model is None:
+            raise AccessDenied("the judge is served elsewhere (a remote judge): no weights or gradients over its API")
+        return model
 
     def allowance(self, example: Hashable) -> int | float:
         """What `example` may still be charged under the budget (`math.inf` when unlimited): the operator's
@@ -350,7 +337,7 @@ class Oracle:
         self._window_used[account] += charged
         start = self.clock
         if self.policy.rate is not None:
-            self.clock += charged * 60.0 / self.policy.rate
+            self._clock.wait(charged * 60.0 / self.policy.rate)
         if requested:
             entry = LedgerEntry(
                 example, account, requested, evaluated, start, self.clock, rejected, banned, self._calls
@@ -371,40 +358,9 @@ class Oracle:
     def verdicts(self, x: np.ndarray) -> np.ndarray:
         """The verdict the API returns for each row (its answer's arg-max, after the output filter): what the
         operator's protocol acts on. The operator's own evaluation: not a query, not charged, not screened."""
-        return self._scores(self._check_inputs(x)).argmax(axis=1).astype(np.int64)
+        return self._evaluator.verdicts(self._check_inputs(x), self.policy.output)
 
     def served_probabilities(self, x: np.ndarray) -> np.ndarray:
         """The probabilities the API serves for each row (after the output filter; before a labels-only API
         keeps just their arg-max), for the operator's calibration figures; not a query."""
-        x = self._check_inputs(x)
-        if self._output_filter is None:
-            return torch.softmax(torch.from_numpy(self._logits(x)), dim=1).numpy()
-        return self._scores(x)
-
-    def _answer(self, x: np.ndarray, features: Any = None) -> np.ndarray:
-        scores = self._scores(x, features)
-        if self.policy.output == Output.LABEL:
-            return scores.argmax(axis=1).astype(np.int64)
-        return scores
-
-    @torch.no_grad()
-    def _logits(self, x: np.ndarray, features: Any = None) -> np.ndarray:
-        """The model's logits of the rows of `x`; from their `features` through the model's head when the detector
-        shares the forward pass and computed them."""
-        if features is None:
-            model, inputs = self._model, torch.from_numpy(x)
-        else:
-            model, inputs = self._shared.head, features
-        logits = [
-            model(inputs[i : i + self._batch_size].to(self.device)).float() for i in range(0, len(x), self._batch_size)
-        ]
-        return (torch.cat(logits) if logits else torch.zeros(0, self.n_classes)).cpu().numpy()
-
-    def _scores(self, x: np.ndarray, features: Any = None) -> np.ndarray:
-        """What the API returns for each row, before a labels-only API keeps just the arg-max."""
-        out = torch.from_numpy(self._logits(x, features))
-        if self._output_filter is None:
-            if self.policy.output == Output.PROBABILITIES:
-                out = torch.softmax(out, dim=1)
-            return out.numpy()
-        return np.asarray(self._output_filter(torch.softmax(out, dim=1).numpy()), dtype=np.float32)
+        return self._evaluator.served_probabilities(self._check_inputs(x))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ class ProvidedJudge:
     """Metrics of its training the run logs (`judge_train_accuracy`, `judge_train_seconds`), where gavel trained it."""
     description: str = ""
     """How logs and errors name it: `a TorchScript model (model.pt)`."""
+    service: Any = None
+    """Where it answers when not in this process (`targets.judges.remote.RemoteService`): the attacker's Oracle asks
+    it over HTTP; None: the judge is served here."""
 
 
 class JudgeSource(ABC):

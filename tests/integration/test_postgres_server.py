@@ -1,4 +1,4 @@
-"""The shared tracking server of `gavel server` (PostgreSQL store, served artifacts), started on localhost from
+"""The shared tracking server of `gavel tracking-server` (PostgreSQL store, served artifacts), started on localhost from
 its own pieces: the headline preset swept by two parallel joblib jobs against it records every job's run once,
 FINISHED, with its metrics and artifacts, plus the sweep's parent run."""
 
