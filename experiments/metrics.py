@@ -48,14 +48,16 @@ class Compromise:
     accounts_used: int
     account_cost: float
     rated: bool = False
-    """Whether the operator's policy sets a query rate (`access.rate`): only then does the clock run."""
+    """Whether time means anything: the operator's policy sets a query rate (`access.rate`: only then does the
+    simulated clock run), or the clock is the wall clock (a judge behind a real API)."""
     budget: int | None = None
     """Queries per example (`access.budget`), the end of the success-vs-queries axis; None when unlimited."""
 
 
 def compromise_from_ledger(oracle: Oracle, result: AttackResult) -> Compromise:
-    """Per example: simulated hours from its first query to the one that fooled the judge (its last query
-    when the success was only seen on the re-check), and the price of the accounts those queries used."""
+    """Per example: hours (simulated, or on the wall clock) from its first query to the one that fooled the judge
+    (its last query when the success was only seen on the re-check), and the price of the accounts those queries
+    used."""
     hours, cost = [], []
     for i in range(len(result.x_adv)):
         k = result.queries_to_success[i] if result.queries_to_success[i] > 0 else result.queries[i]
@@ -66,10 +68,10 @@ def compromise_from_ledger(oracle: Oracle, result: AttackResult) -> Compromise:
         hours=np.array(hours),
         cost=np.array(cost),
         queries_shared=oracle.queries(SHARED),
-        campaign_hours=oracle.clock / 3600,
+        campaign_hours=max((entry.end for entry in oracle.ledger), default=0.0) / 3600,  # to the last answer
         accounts_used=oracle.accounts_used,
         account_cost=oracle.policy.account_cost,
-        rated=oracle.policy.rate is not None,
+        rated=oracle.policy.rate is not None or oracle.real_time,
         budget=oracle.policy.budget,
     )
 

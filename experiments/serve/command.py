@@ -77,7 +77,7 @@ def _serve(deployment, store, serve, sock) -> int:
                            serve.signature_window_s)  # fmt: skip
     service = Service(deployment, store, limits)
     host, port = sock.getsockname()[:2]
-    keys = sum(1 for key in store.keys() if key.kind == "key" and key.revoked_at is None)
+    keys = sum(1 for key in store.keys() if key.kind != "device" and key.revoked_at is None)
     signed = ", signed inputs only" if serve.require_signature else ""
     print(
         f"gavel serve: {deployment.description} at http://{host}:{port}/v2/models/{serve.model_name} "

@@ -1,6 +1,6 @@
 """`gavel keys ...`: the API keys and devices of `gavel serve`, in its store.
 
-    gavel keys add NAME --quota N [--window HOURS] [--rate PER_MINUTE] [--store S]
+    gavel keys add NAME --quota N [--window HOURS] [--rate PER_MINUTE] [--auditor] [--store S]
     gavel keys add-device NAME --quota N [--window HOURS] [--rate PER_MINUTE] (--out FILE | --public-key PEM)
                           [--store S]
     gavel keys list [--store S]
@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--quota", type=_positive_int, required=True, help="rows per window")
         sub.add_argument("--window", type=_hours, default=24.0, help="hours a quota window lasts")
         sub.add_argument("--rate", type=_positive_int, help="rows per minute (default: no rate limit)")
+        if command == "add":
+            sub.add_argument("--auditor", action="store_true", help="an evaluator's key: its queries are not screened")
         if command == "add-device":
             where = sub.add_mutually_exclusive_group(required=True)
             where.add_argument("--out", type=Path, help="write a new private key here (mode 600)")
@@ -128,7 +130,8 @@ def _add(store, options) -> int:
 
     new = tokens.new_token()
     key = store.add_key(
-        options.name, "key", quota=options.quota, window_hours=options.window, rate=options.rate, created=time.time(),
+        options.name, "auditor" if options.auditor else "key", quota=options.quota, window_hours=options.window,
+        rate=options.rate, created=time.time(),
         lookup=new.lookup, secret_sha256=new.secret_sha256,
     )  # fmt: skip
     print(f"key {key.name!r} added to {store.description}: {_limits(key)}; its token is on stdout, shown this once "

@@ -254,7 +254,10 @@ class Service:
         admitted = min(n, allowance) if request.partial else (n if allowance >= n else 0)
         if not admitted:
             return self._refuse_limit(key, device, endpoint, request, accounts, rolled, now)
-        reply = responder.respond(request.x[:admitted], key.id, output)
+        if key.kind == "auditor":  # the operator's own evaluation: never screened, never in a detector's history
+            reply = responder.unscreened(request.x[:admitted], output)
+        else:
+            reply = responder.respond(request.x[:admitted], key.id, output)
         status = np.full(n, wire.ROW_REFUSED, dtype=np.int8)
         status[:admitted][reply.answered] = wire.ROW_ANSWERED
         status[:admitted][reply.rejected] = wire.ROW_REJECTED

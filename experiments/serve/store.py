@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("key", "device")
+KINDS = ("key", "device", "auditor")
+"""An auditor is a key whose queries the detector never sees (the operator's evaluation, as in process)."""
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
@@ -292,7 +293,7 @@ class Store:
             return KeyRecord.of(self._execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE name = ?", (name,)).fetchone())
 
     def key_by_lookup(self, lookup: str) -> KeyRecord | None:
-        rows = self._read(f"SELECT {KEY_COLUMNS} FROM keys WHERE lookup = ? AND kind = 'key'", (lookup,))
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM keys WHERE lookup = ? AND kind IN ('key', 'auditor')", (lookup,))
         return KeyRecord.of(rows[0]) if rows else None
 
     def key_by_name(self, name: str) -> KeyRecord | None:
@@ -415,7 +416,7 @@ class Store:
                 totals[(column, row[0])] = [int(value or 0) for value in row[1:]]
         out = []
         for key in self.keys():
-            column = "key_id" if key.kind == "key" else "device_id"
+            column = "device_id" if key.kind == "device" else "key_id"
             requests, answered, rejected, refused, errors = totals.get((column, key.id), [0] * 5)
             start, used = self.window(key.id) or (None, 0)
             out.append(Usage(key, requests, answered, rejected, refused, errors, start, used))

@@ -16,6 +16,9 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    real: bool
+    """Whether it is the wall clock (time a judge really took), not simulated."""
+
     def now(self) -> float:
         """Seconds since the clock started."""
 
@@ -24,6 +27,8 @@ class Clock(Protocol):
 
 
 class SimulatedClock:
+    real = False
+
     def __init__(self) -> None:
         self._now = 0.0
         self._lock = threading.Lock()
@@ -37,6 +42,8 @@ class SimulatedClock:
 
 
 class WallClock:
+    real = True
+
     def __init__(self) -> None:
         self._start = time.monotonic()
 

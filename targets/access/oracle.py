@@ -141,6 +141,7 @@ class Oracle:
         self.n_classes = n_classes
         self.device = device
         self._clock = clock or SimulatedClock()
+        self._origin = 0.0
         self._used: Counter = Counter()
         self._exhausted: set = set()
         self._planned: int | None = None
@@ -155,8 +156,14 @@ class Oracle:
 
     @property
     def clock(self) -> float:
-        """Seconds on the Oracle's clock (simulated unless it was given a wall clock)."""
-        return self._clock.now()
+        """Seconds on the Oracle's clock since the attack planned its examples (simulated unless it was given a wall
+        clock)."""
+        return self._clock.now() - self._origin
+
+    @property
+    def real_time(self) -> bool:
+        """Whether the clock is the wall clock's (a judge behind a real API), not simulated."""
+        return self._clock.real
 
     @property
     def banned(self) -> set[int]:
@@ -170,6 +177,7 @@ class Oracle:
             raise RuntimeError("the attack's examples are planned once")
         self._planned = n_examples
         self._keys = frozenset(range(n_examples)) | {SHARED}
+        self._origin = self._clock.now()  # the attack's time starts here, not when the judge was set up
 
     def query(self, x: np.ndarray, *, example: Hashable, account: int = 0) -> np.ndarray:
         """Answer for each row of `x`, all charged to `example` and `account`.
@@ -240,11 +248,16 @@ class Oracle:
             none = np.zeros(n, dtype=bool)
             return Answers(values, none, none, banned=~none, account_banned=True)
         account_banned = False
+        flagged = np.zeros(n, dtype=bool)  # rejected by the detector itself (a withheld row is rejected, not flagged)
+        call_start = self.clock
         if len(rows):
             reply = self._responder.respond(x[rows], account, self.policy.output)
             values[rows[reply.answered]] = reply.values[reply.answered]
             answered[rows[reply.answered]] = True
+            flagged[rows[reply.rejected]] = True
             rejected[rows[reply.rejected]] = True
+            if reply.withheld is not None:
+                rejected[rows[reply.withheld]] = True
             banned[rows[reply.banned]] = True
             account_banned = reply.account_banned
             if reply.scores is not None:
@@ -252,16 +265,16 @@ class Oracle:
         count = lambda mask: np.bincount(codes[mask], minlength=len(order))  # noqa: E731
         evaluated, refused, banned_rows = count(answered), count(rejected), count(banned)
         used_before = {example: self._used[example] for example in order}
-        over, unasked = count(~within_budget), count(within_budget & ~admitted)
+        # rows within the budget left unanswered and uncharged: the account's quota (ours, or the service's)
+        over, unasked = count(~within_budget), count(within_budget & ~answered & ~rejected & ~banned)
         for k, example in enumerate(order):
-            self._charge(
-                example, account, int(asked[k]), int(evaluated[k]), rejected=int(refused[k]), banned=int(banned_rows[k])
-            )
+            counts = dict(rejected=int(refused[k]), banned=int(banned_rows[k]), call_start=call_start)
+            self._charge(example, account, int(asked[k]), int(evaluated[k]), **counts)
             if over[k] and not unasked[k]:
                 self._exhausted.add(example)  # its budget is spent, not merely the account's quota
-        if rejected.any():
+        if flagged.any():
             charged = answered | rejected
-            for row in np.flatnonzero(rejected):  # one row when the flag bans
+            for row in np.flatnonzero(flagged):  # one row when the flag bans
                 mine = codes[: row + 1] == codes[row]
                 query = used_before[examples[row]] + int((charged[: row + 1] & mine).sum())
                 self.detections.append(Detection(account, examples[row], query, self._calls, self.clock))
@@ -330,12 +343,21 @@ class Oracle:
             self._window_used[account] = 0
 
     def _charge(
-        self, example: Hashable, account: int, requested: int, evaluated: int, rejected: int = 0, banned: int = 0
+        self,
+        example: Hashable,
+        account: int,
+        requested: int,
+        evaluated: int,
+        rejected: int = 0,
+        banned: int = 0,
+        call_start: float | None = None,
     ) -> None:
+        """Charge `example` and `account`; the ledger entry runs from the call's start (on the wall clock: before the
+        service was asked) or, simulated, from where the rate limit's spacing has got to."""
         charged = evaluated + rejected
         self._used[example] += charged
         self._window_used[account] += charged
-        start = self.clock
+        start = call_start if self.real_time and call_start is not None else self.clock
         if self.policy.rate is not None:
             self._clock.wait(charged * 60.0 / self.policy.rate)
         if requested:

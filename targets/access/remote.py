@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +33,9 @@ from gavel.targets.access.responder import Response, blank
 
 CONNECT_TIMEOUT = 3.0
 RECONNECT_PAUSE = 0.5
+ROW_WITHHELD = -1
+"""Our own row status: evaluated and charged, its answer withheld (a whole request refused for a later row's flag)."""
+ROW_CODES = (wire.ROW_ANSWERED, wire.ROW_REJECTED, wire.ROW_BANNED, wire.ROW_REFUSED)
 UNSIGNED = ("signature",)
 """The service's reason for refusing a query it requires signed (`serve.require_signature`)."""
 
@@ -72,7 +76,7 @@ class _Caller:
         self._session = requests.Session()
         self._lock = threading.Lock()
 
-    def post(self, body: dict, key: str) -> tuple[int, object, dict]:
+    def post(self, body: dict, key: str) -> tuple[int, object, Mapping[str, str]]:
         import requests
 
         data = json.dumps(body).encode()
@@ -97,7 +101,19 @@ class _Caller:
             payload = reply.json()
         except ValueError:
             payload = None
-        return reply.status_code, payload, dict(reply.headers)
+        return reply.status_code, payload, reply.headers  # case-insensitive: servers send retry-after in any case
+
+
+def _retry_after(headers: Mapping[str, str], payload: object, endpoint: Endpoint) -> float:
+    """Seconds a 429 asks to wait: `Retry-After` (seconds), else the body's `retry_after`."""
+    text = headers.get("retry-after")
+    if text is None and isinstance(payload, dict):
+        text = payload.get("retry_after")
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        raise RemoteError(f"target.url={endpoint.url}: a 429 with Retry-After={text!r}; allowed: seconds") from None
+    return max(seconds, 0.0)
 
 
 def _never_sent(error: Exception) -> bool:
@@ -132,6 +148,7 @@ class RemoteResponder:
         signer: Signer | None = None,
         key_names: list[str] | None = None,
     ) -> None:
+        """`max_rows`: rows per request, what the service takes (in rows and in bytes)."""
         self._caller = _Caller(endpoint, signer, max_wait)
         self._keys = keys
         self._key_names = key_names or [f"key {i}" for i in range(len(keys))]
@@ -139,7 +156,6 @@ class RemoteResponder:
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.banned: set[int] = set()
-        self.requests = 0
         self.model = None  # no weights over HTTP
 
     def respond(self, x: np.ndarray, account: int, output: Output) -> Response:
@@ -152,7 +168,7 @@ class RemoteResponder:
             got, rows = self._ask(x[chunk], account, output)
             values[chunk], status[chunk] = got, rows
             done = chunk.stop
-            if (rows == wire.ROW_BANNED).any():
+            if (rows == wire.ROW_BANNED).any() or account in self.banned:
                 status[done:] = wire.ROW_BANNED
                 break
             if (rows == wire.ROW_REFUSED).any():  # the key's quota is spent: the rest waits for another key
@@ -166,6 +182,7 @@ class RemoteResponder:
             status == wire.ROW_BANNED,
             status == wire.ROW_REFUSED,
             account in self.banned,
+            withheld=status == ROW_WITHHELD,
         )
 
     def _ask(self, x: np.ndarray, account: int, output: Output) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +195,6 @@ class RemoteResponder:
         waited = 0.0
         while True:
             code, payload, headers = self._caller.post(body, self._keys[account])
-            self.requests += 1
             if code == 200:
                 try:
                     if endpoint.protocol == "mlflow":
@@ -192,7 +208,7 @@ class RemoteResponder:
                     raise RemoteError(f"target.url={endpoint.url}: {error}") from None
             reason = payload.get("reason") if isinstance(payload, dict) else None
             if code == 429 and reason == "rate":
-                retry = float(headers.get("Retry-After", 1) or 1)
+                retry = _retry_after(headers, payload, endpoint)
                 if waited + retry <= self.max_wait:
                     time.sleep(retry)
                     waited += retry
@@ -204,7 +220,8 @@ class RemoteResponder:
             if code == 403 and reason == "output":
                 raise RemoteError(f"target.url={endpoint.url}: {_error(payload)}")
             rows = self._refused_rows(payload, len(x), code)
-            if code == 403 and (rows == wire.ROW_BANNED).any() or code == 403 and reason == "banned":
+            banned = isinstance(payload, dict) and payload.get("banned") is True
+            if code == 403 and ((rows == wire.ROW_BANNED).any() or reason == "banned" or banned):
                 self.banned.add(account)
             if code in (403, 429):
                 return blank(output, len(x), self.n_classes), rows
@@ -217,9 +234,9 @@ class RemoteResponder:
         a refusal calls answered was evaluated and charged, but its answer withheld (a detector's flag later in a
         request answered whole or not at all): charged and unanswered, as a rejected row is."""
         rows = payload.get("rows") if isinstance(payload, dict) else None
-        if isinstance(rows, list) and len(rows) == n:
+        if isinstance(rows, list) and len(rows) == n and set(rows) <= set(ROW_CODES):
             rows = np.asarray(rows, dtype=np.int8)
-            rows[rows == wire.ROW_ANSWERED] = wire.ROW_REJECTED
+            rows[rows == wire.ROW_ANSWERED] = ROW_WITHHELD
             return rows
         return np.full(n, wire.ROW_BANNED if code == 403 else wire.ROW_REFUSED, dtype=np.int8)
 

@@ -45,6 +45,9 @@ class Response:
     account_banned: bool
     scores: np.ndarray | None = None
     """The detector's score of each screened row (None without a detector or from a remote judge)."""
+    withheld: np.ndarray | None = None
+    """Evaluated and charged, the answer withheld (a remote service refusing a whole request for a detector's flag
+    on a later row): charged and unanswered, as a rejected row is, but not itself flagged. None: no such row."""
 
 
 class Responder(Protocol):
@@ -95,10 +98,6 @@ class ShieldResponder:
         self._batch_size = batch_size
         self._lock = threading.Lock()
 
-    @property
-    def filters_output(self) -> bool:
-        return self._output_filter is not None
-
     def respond(self, x: np.ndarray, account: int, output: Output) -> Response:
         n = len(x)
         none = np.zeros(n, dtype=bool)
@@ -113,6 +112,13 @@ class ShieldResponder:
             if rejected.any() and self.bans:
                 self.banned.add(account)
             return Response(values, answered, rejected, banned, none, account in self.banned, scores)
+
+    def unscreened(self, x: np.ndarray, output: Output) -> Response:
+        """Every row answered, the detector not shown them: the operator's own evaluation (an auditor's key)."""
+        n = len(x)
+        none = np.zeros(n, dtype=bool)
+        with self._lock:
+            return Response(self.answer(x, output), ~none, none, none, none, False)
 
     def _screen(self, x: np.ndarray, account: int) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray | None]:
         """The detector's look at the rows, in order, as masks: (rejected, refused by the ban). With bans, the first

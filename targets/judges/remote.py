@@ -72,7 +72,11 @@ class RemoteService:
     max_rows: int
     max_wait: float
     signer: object | None
-    clock: WallClock
+
+    @property
+    def clock(self) -> WallClock:
+        """A clock for one run's Oracle: its time starts when the attack plans its examples."""
+        return WallClock()
 
     def responder(self, accounts: int) -> RemoteResponder:
         return RemoteResponder(
@@ -151,8 +155,8 @@ class RemoteJudge(JudgeSource):
                 "device (serve.require_signature); allowed: the evaluator's device and its key "
                 "(target.evaluator_device, target.evaluator_device_key_env)"
             )
-        self._shows = metadata.get("output", "probabilities")
-        max_rows = int(metadata.get("max_rows", DEFAULT_MAX_ROWS))
+        self._shows = metadata.get("output")
+        max_rows = rows_per_request(metadata, data.input_shape)
         for name, key in [*zip(self.key_envs, keys), (self.evaluator_key_env, evaluator_key)]:
             self._check_key(name, key)
         evaluator = RemoteEvaluator(
@@ -160,7 +164,7 @@ class RemoteJudge(JudgeSource):
         )
         output = Output.LABEL if self._shows == "label" else Output.PROBABILITIES
         service = RemoteService(
-            endpoint, keys, list(self.key_envs), evaluator, data.n_classes, max_rows, self.max_wait, signer, WallClock()
+            endpoint, keys, list(self.key_envs), evaluator, data.n_classes, max_rows, self.max_wait, signer
         )
         tags = {"judge.uri": f"{self.url}/v2/models/{self.model}", "judge.protocol": self.protocol}
         tags.update({f"judge.{k}": str(v) for k, v in metadata.get("judge", {}).items()})
@@ -258,10 +262,28 @@ class RemoteJudge(JudgeSource):
         return "evaluator_key_env" if env == self.evaluator_key_env else "api_key_env"
 
     def check_output(self, output: Output) -> str | None:
-        """Why the service cannot answer `output` (it shows less), or None."""
-        if self._shows is not None and SHOWS[output.value] > SHOWS[self._shows]:
+        """Why the service cannot answer `output` (it shows less; or, over MLflow's protocol, which cannot ask for an
+        output, it shows scores of another kind), or None."""
+        if self._shows is None:
+            return None
+        if SHOWS[output.value] > SHOWS[self._shows]:
             return f"the service shows at most {self._shows}"
+        if self.protocol == "mlflow" and output != Output.LABEL and output.value != self._shows:
+            return (
+                f"the service answers {self._shows} and target.protocol=mlflow cannot ask for another output; "
+                f"allowed: access.output={self._shows} or label, or target.protocol=v2"
+            )
         return None
+
+
+def rows_per_request(metadata: dict, input_shape: tuple[int, ...]) -> int:
+    """Rows one request may carry: the service's `max_rows`, and as many as fit its `max_bytes` as JSON (a float
+    32 written as text takes up to about 16 bytes; 24 leaves room for separators)."""
+    rows = int(metadata.get("max_rows", DEFAULT_MAX_ROWS))
+    max_bytes = metadata.get("max_bytes")
+    if isinstance(max_bytes, int) and max_bytes > 0:
+        rows = min(rows, max(1, (max_bytes - 1024) // (24 * int(np.prod(input_shape)))))
+    return rows
 
 
 def _is_json(reply) -> bool:

@@ -79,10 +79,12 @@ def limits(**changes) -> ServiceLimits:
     return ServiceLimits(**{**values, **changes})
 
 
-def add_key(store: Store, name: str, quota: int, *, window: float = 24.0, rate: int | None = None) -> str:
-    """A key in `store`, as `gavel keys add` makes one; returns its token."""
+def add_key(
+    store: Store, name: str, quota: int, *, window: float = 24.0, rate: int | None = None, kind: str = "key"
+) -> str:
+    """A key in `store`, as `gavel keys add` makes one (`kind="auditor"`: `--auditor`); returns its token."""
     new = tokens.new_token()
-    store.add_key(name, "key", quota=quota, window_hours=window, rate=rate, created=time.time(), lookup=new.lookup,
+    store.add_key(name, kind, quota=quota, window_hours=window, rate=rate, created=time.time(), lookup=new.lookup,
                   secret_sha256=new.secret_sha256)  # fmt: skip
     return new.token
 

@@ -45,7 +45,7 @@ def digits_service(tmp_path_factory):
     evaluator's."""
     deployment = digits_deployment("access=hidden_probabilities")
     with serving(deployment, tmp_path_factory.mktemp("serve") / "ledger.db", max_rows=1024) as (url, service, store):
-        yield url, store, add_key(store, "attacker", BIG), add_key(store, "evaluator", BIG)
+        yield url, store, add_key(store, "attacker", BIG), add_key(store, "evaluator", BIG, kind="auditor")
 
 
 def remote(url: str, *extra: str) -> list[str]:
@@ -63,6 +63,8 @@ def test_the_demos_query_rows_give_the_same_figures_remotely_and_the_ledgers_agr
         before = charged(store, "attacker")
         there = run(attack, *overrides, *remote(url))
         assert {k: here.get(k) for k in COMPARED} == {k: there.get(k) for k in COMPARED}, attack
+        if there.get("queries_total"):  # time on the wall clock, from the attack's plan to its last answer
+            assert there["campaign_hours"] > 0 and "campaign_hours" not in here
         # the service charged the attacker's key exactly what the attacker's Oracle counted
         assert charged(store, "attacker") - before == there["queries_total"]
         assert there["evaluator_queries"] > 0
@@ -85,7 +87,7 @@ def test_a_restart_of_the_service_mid_sweep_loses_no_count(tmp_path, monkeypatch
     store_path = tmp_path / "ledger.db"
     with serving(deployment, store_path) as (url, _service, store):
         monkeypatch.setenv("GAVEL_API_KEY", add_key(store, "attacker", 300))
-        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG))
+        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG, kind="auditor"))
         first = run("square", "access=hidden_probabilities", "access.budget=20", *remote(url))
         spent = charged(store, "attacker")
     assert spent == first["queries_total"] > 0
@@ -95,19 +97,23 @@ def test_a_restart_of_the_service_mid_sweep_loses_no_count(tmp_path, monkeypatch
         assert charged(store, "attacker") == spent + second["queries_total"] == 300  # the quota bound across it
 
 
-def test_a_detector_on_the_service_bans_the_attackers_keys(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scope", ["account", "global"])
+def test_a_detector_on_the_service_bans_the_attackers_keys(tmp_path, monkeypatch, scope):
     """Blacklight on the service: the attacker's keys are banned there, as its accounts are in process, and the run
-    goes on with its next key until none is left."""
-    deployment = digits_deployment("access=hidden_probabilities", "defense=blacklight")
+    goes on with its next key until none is left. The evaluator's key is an auditor's: its re-checks are never
+    screened nor remembered, so a detector comparing every key's queries (scope=global) sees what it sees in
+    process."""
+    deployment = digits_deployment("access=hidden_probabilities", "defense=blacklight", f"defense.scope={scope}")
     with serving(deployment, tmp_path / "ledger.db") as (url, _service, store):
         for k in range(3):
             monkeypatch.setenv(f"KEY_{k}", add_key(store, f"attacker{k}", BIG))
-        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG))
+        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG, kind="auditor"))
         keys = "target.api_key_env=[KEY_0,KEY_1,KEY_2]"
         there = run("square", "access=hidden_probabilities", "access.budget=200", "access.accounts=3", keys,
                     *remote(url))  # fmt: skip
         banned = {key.name for key in store.keys() if key.banned}
-    here = run("square", "access=hidden_probabilities", "access.budget=200", "access.accounts=3", "defense=blacklight")
+    here = run("square", "access=hidden_probabilities", "access.budget=200", "access.accounts=3", "defense=blacklight",
+               f"defense.scope={scope}")  # fmt: skip
     assert banned and banned <= {"attacker0", "attacker1", "attacker2"}
     assert "evaluator" not in banned
     assert len(banned) == here["detections_total"] == there["detections_total"]
@@ -228,7 +234,7 @@ def test_signed_inputs_without_a_device_only_transfer_and_a_stolen_device_gives_
     deployment = digits_deployment("access=hidden_probabilities")
     with serving(deployment, tmp_path / "ledger.db", require_signature=True, max_rows=1024) as (url, _, store):
         monkeypatch.setenv("GAVEL_API_KEY", add_key(store, "attacker", BIG))
-        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG))
+        monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG, kind="auditor"))
         monkeypatch.setenv("EVALUATOR_DEVICE", enrol_device(store, "auditor", BIG, tmp_path))
         monkeypatch.setenv("STOLEN_DEVICE", enrol_device(store, "camera", 50, tmp_path))
         signed = [*remote(url), "target.evaluator_device=auditor", "target.evaluator_device_key_env=EVALUATOR_DEVICE"]
@@ -279,7 +285,7 @@ def test_a_restart_of_the_service_in_the_middle_of_a_job_loses_no_count(tmp_path
 
     server, store = serve()
     monkeypatch.setenv("GAVEL_API_KEY", add_key(store, "attacker", BIG))
-    monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG))
+    monkeypatch.setenv("GAVEL_EVALUATOR_KEY", add_key(store, "evaluator", BIG, kind="auditor"))
     outcome: dict = {}
     job = threading.Thread(
         target=lambda: outcome.update(

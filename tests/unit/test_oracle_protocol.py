@@ -158,3 +158,47 @@ def test_a_services_own_quota_refusal_moves_the_client_to_its_next_key():
     with pytest.raises(Exception, match="no weights"):
         Oracle(None, AccessPolicy(weights="open", output="label", budget=None), input_shape=(1, 4, 4), n_classes=5,
                responder=service).open_weights()  # fmt: skip
+
+
+class WithholdingService(QuotaService):
+    """A service that refuses a whole request for a detector's flag on its last row, withholding the answers of the
+    rows before it (evaluated and charged), as MLflow's protocol does."""
+
+    def respond(self, x: np.ndarray, account: int, output: Output) -> Response:
+        n = len(x)
+        none = np.zeros(n, dtype=bool)
+        flagged = np.arange(n) == n - 1
+        return Response(blank(output, n, 5), none, flagged, none, none, True, withheld=~flagged)
+
+
+def test_withheld_rows_are_charged_unanswered_and_only_the_flagged_row_is_a_detection():
+    policy = AccessPolicy(weights="hidden", output="label", budget=None, accounts=2)
+    o = Oracle(None, policy, input_shape=(1, 4, 4), n_classes=5, responder=WithholdingService(quota=100))
+    o.plan(1)
+    reply = o.query_rows(inputs(8), [0] * 8, account=0)
+    assert reply.rejected.all() and not reply.answered.any() and reply.account_banned
+    assert o.queries_total == 8 and len(o.detections) == 1 and o.detections[0].query == 8
+
+
+def test_an_example_refused_by_the_services_quota_is_not_exhausted():
+    """Rows within the budget that the service refused for the account's quota leave the example's budget unspent."""
+    o = Oracle(None, AccessPolicy(weights="hidden", output="label", budget=5, accounts=1), input_shape=(1, 4, 4),
+               n_classes=5, responder=QuotaService(quota=2))  # fmt: skip
+    o.plan(1)
+    o.query_rows(inputs(8), [0] * 8, account=0)
+    assert o.queries(0) == 2 and o.allowance(0) == 3 and not o.exhausted(0)
+
+
+def test_the_wall_clock_starts_when_the_attack_plans_and_a_call_is_timed_from_before_it_is_answered():
+    class SlowService(QuotaService):
+        def respond(self, x, account, output):
+            time.sleep(0.05)
+            return super().respond(x, account, output)
+
+    o = Oracle(None, AccessPolicy(weights="hidden", output="label", budget=None), input_shape=(1, 4, 4), n_classes=5,
+               responder=SlowService(quota=100), clock=WallClock())  # fmt: skip
+    time.sleep(0.1)  # setting up (the evaluator's clean verdicts, a surrogate) is not the attack's time
+    o.plan(1)
+    o.query(inputs(2), example=0)
+    (entry,) = o.ledger
+    assert entry.start < 0.04 and entry.end - entry.start >= 0.045 and o.real_time
