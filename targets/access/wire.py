@@ -108,13 +108,25 @@ def decode_mlflow_request(body: object, input_shape: tuple[int, ...]) -> InferRe
 
 
 def _array(data: object, key: str) -> np.ndarray:
+    """The numbers of `data` (nested lists), as float64; text, booleans, nulls or ragged lists are a 422."""
     try:
-        x = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise WireError(f"{key} must hold numbers only") from None
-    if x.dtype == object:
-        raise WireError(f"{key} must hold numbers only")
-    return x
+        x = np.asarray(data)
+    except (TypeError, ValueError):  # ragged
+        raise WireError(f"{key} must hold numbers only, in lists of one shape") from None
+    if x.dtype.kind not in "iuf" or _holds_bool(data):  # "0.5" (text), true, null, a ragged list (object)
+        raise WireError(f"{key} must hold numbers only (JSON numbers: not text, booleans or null)")
+    return x.astype(np.float64)
+
+
+def _holds_bool(data: object) -> bool:
+    """Whether nested lists hold a boolean (numpy would read true among numbers as 1.0)."""
+    if isinstance(data, list):
+        return (
+            any(_holds_bool(v) for v in data)
+            if data and isinstance(data[0], list)
+            else any(type(v) is bool for v in data)
+        )
+    return type(data) is bool
 
 
 def _checked(x: np.ndarray) -> np.ndarray:

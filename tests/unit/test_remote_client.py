@@ -43,3 +43,13 @@ def test_mlflows_protocol_is_refused_an_output_it_cannot_ask_for():
     v2 = RemoteJudge(url="http://127.0.0.1:9")
     v2._shows = "logits"
     assert v2.check_output(Output.PROBABILITIES) is None
+
+
+@pytest.mark.parametrize("data", [["0.5"] * 4, [True, 0.1, 0.2, 0.3], [None] * 4, [0.1, 0.2, [0.3], 0.4]])
+def test_a_request_of_anything_but_numbers_is_a_422(data):
+    body = {"inputs": [{"name": "input", "shape": [1, 1, 2, 2], "datatype": "FP32", "data": data}]}
+    with pytest.raises(wire.WireError, match="numbers only") as refused:
+        wire.decode_v2_request(body, (1, 2, 2))
+    assert refused.value.status == 422
+    good = {"inputs": [{"name": "input", "shape": [1, 1, 2, 2], "datatype": "FP32", "data": [0, 0.5, 1, 0.25]}]}
+    assert wire.decode_v2_request(good, (1, 2, 2)).x.dtype.name == "float32"
