@@ -246,8 +246,9 @@ def provision(settings: RunSettings, prepared: Prepared) -> Provisioned:
     remote = {}
     if judge.service is not None:  # the attacker's Oracle keeps the budgets; the service answers, on the wall clock
         service = judge.service
-        remote = dict(responder=service.responder(settings.access.accounts), evaluator=service.evaluator)
-        remote["clock"] = service.clock
+        remote = dict(
+            responder=service.responder(settings.access.accounts), evaluator=service.evaluator, clock=service.clock
+        )
     oracle = Oracle(
         judge_model,
         settings.access,

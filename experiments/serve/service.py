@@ -89,7 +89,7 @@ class Service:
         self._lock = threading.Lock()
         store.claim_for_serving()
         # Bans outlive the process: a key banned before a restart is still refused unseen.
-        deployment.responder.banned.update(key.id for key in store.keys() if key.kind == "key" and key.banned)
+        deployment.responder.banned.update(store.banned_ids())
 
     # what anyone may read
 

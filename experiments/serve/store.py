@@ -304,7 +304,8 @@ class Store:
         return [KeyRecord.of(row) for row in self._read(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY id")]
 
     def banned_ids(self) -> set[int]:
-        return {row[0] for row in self._read("SELECT id FROM keys WHERE banned = 1")}
+        """The API keys banned (a device's ban refuses what it signs; it is no detector's account)."""
+        return {row[0] for row in self._read("SELECT id FROM keys WHERE banned = 1 AND kind = 'key'")}
 
     def ban(self, key_id: int, at: float, why: str) -> None:
         """Ban a key or device (a detector's flag); the first ban's time and reason are kept."""

@@ -168,7 +168,7 @@ class Oracle:
     @property
     def banned(self) -> set[int]:
         """Accounts the operator banned (its detector flagged one of their queries)."""
-        return getattr(self._responder, "banned", set())
+        return self._responder.banned
 
     def plan(self, n_examples: int) -> None:
         """Declare how many examples the attack will attack: their keys are 0 .. n_examples - 1 (and `SHARED`
@@ -228,6 +228,11 @@ class Oracle:
         self._roll_window(account)
         self._calls += 1
         n = len(x)
+        if account in self.banned:  # refused unseen, uncharged: the account no longer exists for the operator
+            for example in order:
+                self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
+            none = np.zeros(n, dtype=bool)
+            return Answers(self._blank(n), none, none, banned=~none, account_banned=True)
         # Each row's rank among its own example's rows, in row order, against that example's allowance.
         index = {example: k for k, example in enumerate(order)}
         codes = np.fromiter((index[example] for example in examples), dtype=np.int64, count=n)
@@ -242,11 +247,6 @@ class Oracle:
         rows = np.flatnonzero(admitted)
         values = self._blank(n)
         answered, rejected, banned = (np.zeros(n, dtype=bool) for _ in range(3))
-        if account in self.banned:  # refused unseen, uncharged: the account no longer exists for the operator
-            for example in order:
-                self._charge(example, account, examples.count(example), 0, banned=examples.count(example))
-            none = np.zeros(n, dtype=bool)
-            return Answers(values, none, none, banned=~none, account_banned=True)
         account_banned = False
         flagged = np.zeros(n, dtype=bool)  # rejected by the detector itself (a withheld row is rejected, not flagged)
         call_start = self.clock
@@ -326,7 +326,7 @@ class Oracle:
                 "access.weights=hidden: the judge's weights and gradients are not available; "
                 "use a black-box attack (transfer, score-based or decision-based) or access.weights=open"
             )
-        model = getattr(self._responder, "model", None)
+        model = self._responder.model
         if model is None:
             raise AccessDenied("the judge is served elsewhere (a remote judge): no weights or gradients over its API")
         return model

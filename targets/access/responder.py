@@ -53,6 +53,11 @@ class Response:
 class Responder(Protocol):
     """Turns rows the Oracle admitted into answers of the kind `output`, for `account`."""
 
+    banned: set[int]
+    """The accounts banned (refused unseen from now on)."""
+    model: nn.Module | None
+    """The model it evaluates, for open weights; None where it answers over an API."""
+
     def respond(self, x: np.ndarray, account: int, output: Output) -> Response: ...
 
 

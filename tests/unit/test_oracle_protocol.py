@@ -127,6 +127,8 @@ class QuotaService:
         self.inner = ShieldResponder(Shield(model()), n_classes=5)
         self.quota = quota
         self.used: dict[int, int] = {}
+        self.banned: set[int] = set()
+        self.model = None  # answers over an API: no weights
 
     def respond(self, x: np.ndarray, account: int, output: Output) -> Response:
         left = self.quota - self.used.get(account, 0)
